@@ -1,0 +1,1 @@
+"""Forecasters: every model (LLM, LSTM, CNN, statistical, naive) behind one small interface (:mod:`.base`)."""

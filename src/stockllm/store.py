@@ -1,0 +1,166 @@
+"""The local data directory: one price CSV and one news JSON per company, written atomically.
+
+Layout of a data dir::
+
+    <data-dir>/prices/<code>.csv     twstock fields, trading days ascending
+    <data-dir>/news/<code>.json      {"name_zh", "name_en", "news_zh": [...], "news_en": [...], "code"}
+    <data-dir>/cache/...             source caches (finished months, news replies, request counters)
+
+Every file this package owns is written through :func:`atomic_write_text` (temp file in the same folder +
+``os.replace``), so a process killed at any moment leaves either the old file or the new one, never half.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .errors import StockLLMError
+
+PRICE_COLUMNS = ["date", "capacity", "turnover", "open", "high", "low", "close", "change", "transaction"]
+"""The twstock ``DATATUPLE`` fields, lower case — the write-up's CSV format."""
+
+INT_COLUMNS = ["capacity", "turnover", "transaction"]
+FLOAT_COLUMNS = ["open", "high", "low", "close", "change"]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see either the old or the complete new content."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """JSON counterpart of :func:`atomic_write_text` (UTF-8, Chinese kept readable)."""
+    atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=1) + "\n")
+
+
+def normalise_prices(frame: pd.DataFrame) -> pd.DataFrame:
+    """Return ``frame`` with exactly the twstock columns, typed, sorted by date, one row per date.
+
+    Missing columns are added empty (never invented); integer columns use pandas' nullable ``Int64`` so an
+    empty ``turnover`` stays empty instead of becoming ``0`` or ``nan`` floats in the CSV.
+    """
+    frame = frame.copy()
+    frame.columns = [str(c).strip().lower() for c in frame.columns]
+    if "date" not in frame.columns:
+        raise StockLLMError("price table has no 'date' column; expected the twstock header " + ",".join(PRICE_COLUMNS))
+    for column in PRICE_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = pd.NA
+    frame = frame[PRICE_COLUMNS]
+    frame["date"] = pd.to_datetime(frame["date"]).dt.strftime("%Y-%m-%d")
+    for column in INT_COLUMNS:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").round().astype("Int64")
+    for column in FLOAT_COLUMNS:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    frame = frame.drop_duplicates(subset="date", keep="last").sort_values("date").reset_index(drop=True)
+    return frame
+
+
+def prices_path(data_dir: Path, code: str) -> Path:
+    return Path(data_dir) / "prices" / f"{code}.csv"
+
+
+def news_path(data_dir: Path, code: str) -> Path:
+    return Path(data_dir) / "news" / f"{code}.json"
+
+
+def write_prices(data_dir: Path, code: str, frame: pd.DataFrame) -> Path:
+    """Store a company's price table (normalised) as ``prices/<code>.csv``."""
+    path = prices_path(data_dir, code)
+    atomic_write_text(path, normalise_prices(frame).to_csv(index=False))
+    return path
+
+
+def read_prices(data_dir: Path, code: str) -> pd.DataFrame:
+    """Read ``prices/<code>.csv``; a pandas index column (as the write-up's files have) is accepted."""
+    path = prices_path(data_dir, code)
+    if not path.exists():
+        raise StockLLMError(f"no prices for {code} in {path.parent}; run `stockllm fetch --offline` (or `stockllm fetch`) first")
+    return read_price_csv(path)
+
+
+def read_price_csv(path: Path) -> pd.DataFrame:
+    """Read any twstock-format CSV (with or without the leading index column) into the normalised form."""
+    try:
+        frame = pd.read_csv(path, dtype={"date": str, "Date": str})
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise StockLLMError(f"{path} is not a readable price CSV ({exc.__class__.__name__}); expected header {','.join(PRICE_COLUMNS)}") from None
+    frame = frame.loc[:, [c for c in frame.columns if not str(c).startswith("Unnamed")]]
+    try:
+        return normalise_prices(frame)
+    except (ValueError, TypeError) as exc:
+        raise StockLLMError(f"{path}: cannot parse price rows ({exc}); expected header {','.join(PRICE_COLUMNS)}") from None
+
+
+def stored_codes(data_dir: Path) -> list[str]:
+    """Codes that have a price CSV in ``data_dir``, sorted."""
+    folder = Path(data_dir) / "prices"
+    return sorted(p.stem for p in folder.glob("*.csv")) if folder.exists() else []
+
+
+def write_news(data_dir: Path, code: str, record: dict) -> Path:
+    path = news_path(data_dir, code)
+    atomic_write_json(path, record)
+    return path
+
+
+def read_news(data_dir: Path, code: str) -> dict | None:
+    """The stored news record of ``code``, or ``None`` when no news was fetched for it."""
+    path = news_path(data_dir, code)
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text("utf-8"))
+    except json.JSONDecodeError as exc:
+        raise StockLLMError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); delete it and re-run `stockllm fetch --news`") from None
+
+
+# --- the bundled offline snapshot -------------------------------------------------------------------
+
+def snapshot_dir() -> Path:
+    """Folder of the price snapshot shipped with the package (see its PROVENANCE.md)."""
+    return Path(str(resources.files("stockllm") / "data" / "snapshot"))
+
+
+def snapshot_codes() -> list[str]:
+    return sorted(p.stem for p in snapshot_dir().glob("*.csv"))
+
+
+def install_snapshot(data_dir: Path, codes: list[str] | None = None) -> dict[str, tuple[str, str, int]]:
+    """Copy snapshot CSVs of ``codes`` (default: all) into ``data_dir/prices``.
+
+    Returns ``{code: (first_date, last_date, rows)}``. Codes the snapshot lacks are skipped (the caller
+    reports them); existing files are replaced atomically.
+    """
+    out: dict[str, tuple[str, str, int]] = {}
+    target = Path(data_dir) / "prices"
+    target.mkdir(parents=True, exist_ok=True)
+    for code in codes if codes is not None else snapshot_codes():
+        source = snapshot_dir() / f"{code}.csv"
+        if not source.exists():
+            continue
+        tmp = target / f".{code}.csv.tmp"
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target / f"{code}.csv")
+        frame = pd.read_csv(source, usecols=["date"], dtype=str)
+        out[code] = (frame["date"].iloc[0], frame["date"].iloc[-1], len(frame))
+    return out
