@@ -1,0 +1,87 @@
+"""Forecasters by name: ``make_forecaster("arima")``, ``make_forecaster("llm:outputs/model")``.
+
+The one place that maps the names users type (``--models``, ``backtest --model``, the app) to forecaster
+objects. Heavy modules (torch, statsforecast, the LLM stack) are imported only when their model is asked for.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from ..errors import StockLLMError
+from .base import Forecaster
+
+
+def _random_walk() -> Forecaster:
+    from .baselines import RandomWalk
+
+    return RandomWalk()
+
+
+def _drift() -> Forecaster:
+    from .baselines import Drift
+
+    return Drift()
+
+
+def _statistical(kind: str) -> Callable[[], Forecaster]:
+    def build() -> Forecaster:
+        from .baselines import StatsForecaster
+
+        return StatsForecaster(kind)
+
+    return build
+
+
+def _neural(kind: str) -> Callable[[], Forecaster]:
+    def build() -> Forecaster:
+        from .neural import NeuralForecaster
+
+        return NeuralForecaster(kind)
+
+    return build
+
+
+def _bestfour() -> Forecaster:
+    from .baselines import BestFourBaseline
+
+    return BestFourBaseline()
+
+
+BUILDERS: dict[str, Callable[[], Forecaster]] = {
+    "random_walk": _random_walk,
+    "drift": _drift,
+    "arima": _statistical("arima"),
+    "ets": _statistical("ets"),
+    "lstm": _neural("lstm"),
+    "cnn": _neural("cnn"),
+    "bestfour": _bestfour,
+}
+
+VALID_SPECS = [*BUILDERS, "llm:DIR"]
+
+
+def make_forecaster(spec: str) -> Forecaster:
+    """The forecaster named by ``spec``: one of ``VALID_SPECS``; ``llm:DIR`` loads a fine-tuned model dir."""
+    name = spec.strip()
+    if name.startswith("llm:"):
+        model_dir = name[len("llm:"):].strip()
+        if not model_dir:
+            raise StockLLMError("model spec 'llm:' needs a model directory, e.g. llm:outputs/model")
+        from .llm import LLMForecaster
+
+        return LLMForecaster.from_model_dir(model_dir)
+    if name in BUILDERS:
+        return BUILDERS[name]()
+    raise StockLLMError(f"unknown model {spec!r}; valid models: {', '.join(VALID_SPECS)}")
+
+
+def parse_model_list(text: str) -> list[str]:
+    """Split a ``--models`` value (comma separated) into specs, refusing empty and duplicate entries."""
+    specs = [part.strip() for part in text.split(",") if part.strip()]
+    if not specs:
+        raise StockLLMError(f"--models is empty; give a comma-separated list of: {', '.join(VALID_SPECS)}")
+    duplicates = sorted({s for s in specs if specs.count(s) > 1})
+    if duplicates:
+        raise StockLLMError(f"--models lists {', '.join(duplicates)} more than once; name each model once")
+    return specs
