@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
+import time
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -160,3 +162,31 @@ def serve(db: Path, data_dir: Path, host: str = "127.0.0.1", port: int = 8081, a
     ledger.prices.last_date()  # fail now, not on the first request, when the data dir is empty
     print(f"exchange on http://{host}:{port}{PREFIX} — market date {ledger.market_date()}, db {db}, data {data_dir}", flush=True)
     uvicorn.run(create_app(ledger), host=host, port=port, access_log=access_log, log_level="warning")
+
+
+class Background:
+    """The exchange served from a thread of this process (tests, benchmarks): ``with Background(ledger) as url``.
+
+    ``port=0`` picks a free port; ``url`` is the API base, e.g. ``http://127.0.0.1:54321/stock/api/v1``.
+    """
+
+    def __init__(self, ledger: Ledger, host: str = "127.0.0.1", port: int = 0):
+        import uvicorn
+
+        config = uvicorn.Config(create_app(ledger), host=host, port=port, log_level="warning", access_log=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise StockLLMError("the exchange server thread did not start")
+            time.sleep(0.01)
+        host, port = self.server.servers[0].sockets[0].getsockname()[:2]
+        return f"http://{host}:{port}{PREFIX}"
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
