@@ -2,11 +2,12 @@
 
 One request returns one company's month. Every reply is kept verbatim in the data dir's cache::
 
-    <data-dir>/cache/prices/<code>/<YYYYMM>.json   {"source", "code", "month", "fetched", "final", "reply"}
+    <data-dir>/cache/prices/<code>/<YYYYMM>.json   {"source", "code", "month", "fetched_at", "reply"}
 
-``final`` is true when the reply was fetched after the month ended (Taipei time): such a month is never
-requested again, so a re-run makes zero requests for it; the current month (and any month cached before
-it ended) is fetched again. ``prices/<code>.csv`` is then rebuilt from all cached months of the company,
+A cached month is up to date when it was fetched after the exchange published the month's latest trading
+day so far (:data:`PUBLISHED` Taipei time on a trading day of :mod:`stockllm.market`'s calendar). So a
+finished month is never requested again, the current month is requested again once a new session has
+closed, and a re-run in between makes zero requests. ``prices/<code>.csv`` is then rebuilt from all cached months of the company,
 so a run killed at any point resumes from its cache and ends with the same files as an uninterrupted run
 (the cache and the CSV are both written atomically).
 
@@ -22,19 +23,21 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 
 import pandas as pd
 from tqdm import tqdm
 
-from .. import store
+from .. import market, store
 from ..errors import StockLLMError
 from ..universe import Company
 from .http import HttpClient, SourceUnreachable, base_url, throttle_from_env
 
 TAIPEI = timezone(timedelta(hours=8))  # Taiwan keeps UTC+8 all year (no daylight saving)
 TWSE_NO_DATA = "很抱歉，沒有符合條件的資料!"
+PUBLISHED = time(17, 0)
+"""By this Taipei time a trading day's rows are in STOCK_DAY / tradingStock (the close is 13:30; margin kept)."""
 
 
 @dataclass(frozen=True, order=True)
@@ -77,8 +80,28 @@ def months_between(first: Month, last: Month) -> list[Month]:
     return months
 
 
-def taipei_today() -> date:
-    return datetime.now(TAIPEI).date()
+def taipei_now() -> datetime:
+    return datetime.now(TAIPEI)
+
+
+def latest_publication(moment: datetime) -> datetime:
+    """The last time at or before ``moment`` when the exchange published a trading day's rows."""
+    day = moment.astimezone(TAIPEI).date()
+    while True:
+        stamp = datetime.combine(day, PUBLISHED, TAIPEI)
+        if stamp <= moment and market.is_trading_day(day):
+            return stamp
+        day -= timedelta(days=1)
+
+
+def is_up_to_date(entry: dict, month: Month, now: datetime) -> bool:
+    """Whether a cached month already holds every trading day of ``month`` published by ``now``."""
+    try:
+        fetched_at = datetime.fromisoformat(entry["fetched_at"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    month_end = datetime.combine(month.last_day, time(23, 59, 59), TAIPEI)
+    return fetched_at >= latest_publication(min(now, month_end))
 
 
 # --- reply parsing ------------------------------------------------------------------------------------
@@ -191,11 +214,11 @@ def _read_cache(path: Path) -> dict | None:
     return entry if isinstance(entry, dict) and "reply" in entry else None
 
 
-def _fetch_month(data_dir: Path, company: Company, month: Month, client: HttpClient, today: date) -> bool:
-    """Make sure ``month`` of ``company`` is cached; return whether a request was needed."""
+def _fetch_month(data_dir: Path, company: Company, month: Month, client: HttpClient, now: datetime) -> bool:
+    """Make sure the cache holds an up-to-date ``month`` of ``company``; return whether a request was needed."""
     path = cache_path(data_dir, company.code, month)
     cached = _read_cache(path)
-    if cached and cached.get("final"):
+    if cached and is_up_to_date(cached, month, now):
         return False
     exchange = EXCHANGES[company.market]
     status, reply = client.request_json(exchange.path, exchange.params(company.code, month))
@@ -204,7 +227,7 @@ def _fetch_month(data_dir: Path, company: Company, month: Month, client: HttpCli
     exchange.parse(reply, month)  # refuse to cache a reply we cannot read
     store.atomic_write_json(path, {
         "source": exchange.market, "code": company.code, "month": str(month),
-        "fetched": today.isoformat(), "final": today > month.last_day, "reply": reply,
+        "fetched_at": now.isoformat(timespec="seconds"), "reply": reply,
     })
     return True
 
@@ -274,20 +297,20 @@ def fetch_prices(
     year: int,
     month: int,
     *,
-    today: date | None = None,
+    now: datetime | None = None,
     clients: dict[str, HttpClient] | None = None,
     progress: bool | None = None,
 ) -> FetchReport:
     """Fetch ``year``-``month`` … the current month for ``companies`` into ``data_dir/prices``.
 
-    Finished months come from the cache; an exchange that cannot be reached at all is skipped: its
+    Up-to-date months come from the cache (``now``: default the current time); an exchange that cannot be reached at all is skipped: its
     companies are listed in ``report.unreachable`` when nothing of them is cached (the CLI installs the
     offline snapshot for those) and in ``report.stale`` when their CSV was rebuilt from older cache only.
     ``progress`` None shows the bar only on a terminal.
     """
     data_dir = Path(data_dir)
-    today = today or taipei_today()
-    first, current = Month(year, month), Month.of(today)
+    now = (now or taipei_now()).astimezone(TAIPEI)
+    first, current = Month(year, month), Month.of(now.date())
     if first > current:
         raise StockLLMError(f"--year/--month {first} is after the current month {current} (Taipei time); give an earlier start")
     months = months_between(first, current)
@@ -308,7 +331,7 @@ def fetch_prices(
                     missing += 1
                 else:
                     try:
-                        _fetch_month(data_dir, company, m, clients[company.market], today)
+                        _fetch_month(data_dir, company, m, clients[company.market], now)
                     except SourceUnreachable as exc:
                         report.unreachable_reasons[company.market] = str(exc)
                         missing += 1
