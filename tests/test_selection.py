@@ -14,7 +14,6 @@ from stockllm.selection import choose_stocks
 from stockllm.signals import best_four_point
 from stockllm.universe import default_universe, resolve_code
 
-
 CODES = ["2301", "2308", "2317", "2330", "2353", "2376", "2417", "3088", "3711", "4938", "5371", "6669"]
 
 

@@ -56,7 +56,7 @@ def test_each_company_gets_a_chinese_and_an_english_query_stored_in_the_writeup_
     assert record["news_en"] and report.requests == 2
     queries = {h.params["language"]: h.params for h in server.hits}
     assert queries["zh"]["q"] == '"宏碁"' and queries["en"]["q"] == '"Acer"'
-    assert queries["zh"]["from"] == "2026-10-30" and queries["zh"]["pageSize"] == "100"
+    assert queries["zh"]["from"] == "2026-10-31" and queries["zh"]["pageSize"] == "100"
 
 
 def test_the_key_travels_in_a_header_and_is_never_written_or_printed(server, data_dir, monkeypatch, capsys):

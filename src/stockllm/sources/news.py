@@ -32,7 +32,8 @@ from ..universe import Company
 from .http import HttpClient, base_url, throttle_from_env
 
 DAILY_LIMIT = 100
-LOOKBACK_DAYS = 29
+LOOKBACK_DAYS = 28
+"""Days back each query reaches: never more than one calendar month (the free tier refuses older dates)."""
 PAGE_SIZE = 100
 KEY_ERRORS = {"apiKeyMissing", "apiKeyInvalid", "apiKeyDisabled", "apiKeyExhausted"}
 SERVER_ERRORS = frozenset({500, 502, 503, 504})  # 429 is newsapi's "rateLimited": retrying only burns the budget

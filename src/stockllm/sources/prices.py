@@ -214,12 +214,12 @@ def _read_cache(path: Path) -> dict | None:
     return entry if isinstance(entry, dict) and "reply" in entry else None
 
 
-def _fetch_month(data_dir: Path, company: Company, month: Month, client: HttpClient, now: datetime) -> bool:
-    """Make sure the cache holds an up-to-date ``month`` of ``company``; return whether a request was needed."""
+def _fetch_month(data_dir: Path, company: Company, month: Month, client: HttpClient, now: datetime) -> None:
+    """Make sure the cache holds an up-to-date ``month`` of ``company`` (one request when it does not)."""
     path = cache_path(data_dir, company.code, month)
     cached = _read_cache(path)
     if cached and is_up_to_date(cached, month, now):
-        return False
+        return
     exchange = EXCHANGES[company.market]
     status, reply = client.request_json(exchange.path, exchange.params(company.code, month))
     if status != 200 or not isinstance(reply, dict):
@@ -229,7 +229,6 @@ def _fetch_month(data_dir: Path, company: Company, month: Month, client: HttpCli
         "source": exchange.market, "code": company.code, "month": str(month),
         "fetched_at": now.isoformat(timespec="seconds"), "reply": reply,
     })
-    return True
 
 
 def cached_rows(data_dir: Path, company: Company) -> pd.DataFrame:
