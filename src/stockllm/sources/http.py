@@ -35,7 +35,7 @@ DEFAULT_URLS = {
     "newsapi": "https://newsapi.org",
 }
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
-USER_AGENT = "stockllm/0.1 (+https://github.com/; polite: <=3 requests per 5 s)"
+USER_AGENT = "stockllm/0.1 (at most 3 requests per 5 s)"
 
 
 class SourceUnreachable(StockLLMError):
