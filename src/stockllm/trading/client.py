@@ -8,8 +8,8 @@
   again with its reply. When the reply is lost (read timeout, connection dropped, non-JSON reply) the client
   asks ``get_user_stocks`` instead of resubmitting and records what it concluded:
 
-  - ``accepted`` / ``not_received``: the exchange lists its orders (the local exchange does) and the
-    order's ``client_order_id`` is / is not among them;
+  - ``accepted`` / ``not_received``: the exchange looks orders up by ``client_order_id`` (the local one
+    does: ``get_user_stocks`` with that field answers ``order``) and finds it / does not;
   - ``unknown``: the exchange does not list orders (the course server shows only filled holdings), so
     whether the reservation exists can only be seen after the fill day — the order is NOT sent again.
 
@@ -143,9 +143,14 @@ class StockAPI:
             raise StockLLMError(f"stock info for {code} refused: {reply.get('status', 'no reason given')}")
         return list(reply.get("data") or [])
 
-    def user_stocks(self) -> dict:
-        """The full ``get_user_stocks`` reply (``data`` = holdings; the local exchange adds cash and orders)."""
-        reply = self._read("POST", "get_user_stocks", self._credentials())
+    def user_stocks(self, client_order_id: str | None = None) -> dict:
+        """The full ``get_user_stocks`` reply (``data`` = holdings; the local exchange adds cash and orders).
+
+        With ``client_order_id`` the local exchange also answers ``order``: that order, or null if it never
+        arrived (the course server ignores the extra field).
+        """
+        form = self._credentials() | ({"client_order_id": client_order_id} if client_order_id else {})
+        reply = self._read("POST", "get_user_stocks", form)
         if reply.get("result") != "success":
             raise StockLLMError(f"get_user_stocks refused: {reply.get('status', 'no reason given')}")
         return reply
@@ -196,14 +201,14 @@ class StockAPI:
         self._record("lost_reply", result.client_order_id, reason=why)
         holdings = None
         try:
-            account = self.user_stocks()
+            account = self.user_stocks(result.client_order_id if self.send_client_order_id else None)
         except StockLLMError as exc:
             result.outcome, result.status = "unknown", f"{why}; reconciliation failed ({exc}); NOT resent — check the account before placing it again"
         else:
-            holdings, orders = account.get("data"), account.get("orders")
-            if isinstance(orders, list) and self.send_client_order_id:
-                match = next((o for o in orders if o.get("client_order_id") == result.client_order_id), None)
-                if match is not None:
+            holdings = account.get("data")
+            if "order" in account and self.send_client_order_id:
+                match = account["order"]
+                if match:
                     result.outcome, result.status = "accepted", f"{why}; the exchange lists it as order {match.get('id')} ({match.get('status')})"
                 else:
                     result.outcome, result.status = "not_received", f"{why}; the exchange does not list it, so it was not accepted; NOT resent"

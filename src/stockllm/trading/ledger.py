@@ -71,6 +71,7 @@ CREATE INDEX IF NOT EXISTS orders_pending ON orders (status, fill_on);
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 ACCOUNT_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 AUTH_FAILED = "authentication failed: unknown account or wrong password"
+RECENT_ORDERS = 20
 
 
 class Rejected(Exception):
@@ -298,16 +299,20 @@ class Ledger:
 
     # --- the API -------------------------------------------------------------------------------------
 
-    def user_stocks(self, account: str, password: str) -> dict:
-        """Holdings in the course API's shape (``shares`` in lots, ``beginning_price`` = average cost)."""
+    def user_stocks(self, account: str, password: str, client_order_id: str | None = None) -> dict:
+        """Holdings in the course API's shape (``shares`` in lots, ``beginning_price`` = average cost).
+
+        Extra keys the course server lacks: ``cash``, ``available_cash`` (cash not reserved by pending buys),
+        ``market_date``, ``orders`` (the account's last :data:`RECENT_ORDERS` orders) and, when the request
+        names a ``client_order_id``, ``order``: that order or ``null`` — how a client learns the fate of an
+        order whose reply it lost.
+        """
         with self._read() as db:
             user = self._authenticate(db, account, password)
             held = db.execute("SELECT * FROM holdings WHERE account=? ORDER BY code", (account,)).fetchall()
-            orders = db.execute(
-                "SELECT * FROM orders WHERE account=? AND (status='pending' OR id IN "
-                "(SELECT id FROM orders WHERE account=? ORDER BY id DESC LIMIT 50)) ORDER BY id",
-                (account, account),
-            ).fetchall()
+            orders = db.execute("SELECT * FROM orders WHERE account=? ORDER BY id DESC LIMIT ?", (account, RECENT_ORDERS)).fetchall()
+            wanted = db.execute("SELECT * FROM orders WHERE account=? AND client_order_id=?",
+                                (account, client_order_id)).fetchone() if client_order_id else None
             market = self.market_date(db)
         data = [
             {
@@ -325,8 +330,8 @@ class Ledger:
             "cash": user["cash"],
             "available_cash": user["cash"] - user["reserved"],
             "market_date": market.isoformat(),
-            "orders": [_order_dict(o) for o in orders],
-        }
+            "orders": [_order_dict(o) for o in reversed(orders)],
+        } | ({"order": _order_dict(wanted) if wanted else None} if client_order_id else {})
 
     def place_order(self, side: str, account: str, password: str, code: str, lots_text: str, price_text: str,
                     client_order_id: str | None = None) -> dict:

@@ -29,6 +29,7 @@ class _Table:
     dates: list[str]
     opens: list[float]
     closes: list[float]
+    records: list[dict]
 
 
 class PriceBook:
@@ -55,7 +56,8 @@ class PriceBook:
         if table is None or table.mtime_ns != mtime:
             frame = store.read_prices(self.data_dir, code)
             frame = frame.dropna(subset=["open", "close"]).reset_index(drop=True)
-            table = _Table(mtime, frame, frame["date"].tolist(), frame["open"].tolist(), frame["close"].tolist())
+            records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+            table = _Table(mtime, frame, frame["date"].tolist(), frame["open"].tolist(), frame["close"].tolist(), records)
             with self._lock:
                 self._tables[code] = table
         return table
@@ -63,6 +65,13 @@ class PriceBook:
     def frame(self, code: str) -> pd.DataFrame:
         """The whole stored table of ``code`` (do not modify)."""
         return self._table(code).frame
+
+    def records(self, code: str, first: date, last: date) -> list[dict]:
+        """Rows of ``code`` from ``first`` to ``last`` inclusive as plain dicts (empty cells as ``None``), ascending."""
+        table = self._table(code)
+        lo = bisect.bisect_left(table.dates, first.isoformat())
+        hi = bisect.bisect_right(table.dates, last.isoformat())
+        return table.records[lo:hi]
 
     def open_on(self, code: str, day: date) -> float | None:
         """Opening price of ``code`` on ``day``; ``None`` when it did not trade (or is not stored yet)."""

@@ -16,7 +16,6 @@ import time
 from datetime import date, datetime, timezone
 from pathlib import Path
 
-import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
@@ -49,7 +48,7 @@ def _unix(day: str) -> int:
 
 
 def _number(value, kind):
-    return None if pd.isna(value) else kind(value)  # an empty CSV cell (NaN / <NA>) becomes null
+    return None if value is None else kind(value)
 
 
 def stock_info(ledger: Ledger, code: str, start: str, stop: str) -> dict:
@@ -59,23 +58,21 @@ def stock_info(ledger: Ledger, code: str, start: str, stop: str) -> dict:
         raise Rejected(f"start date {start} is after stop date {stop}")
     if not ledger.prices.has(code):
         raise Rejected(f"unknown stock code {code!r}: this exchange has no prices for it")
-    last = min(last, ledger.market_date())
-    frame = ledger.prices.frame(code)
-    rows = frame[(frame["date"] >= first.isoformat()) & (frame["date"] <= last.isoformat())]
+    rows = ledger.prices.records(code, first, min(last, ledger.market_date()))
     data = [
         {
-            "date": _unix(r.date),
-            "capacity": _number(r.capacity, int),
-            "turnover": _number(r.turnover, int),
-            "open": _number(r.open, float),
-            "high": _number(r.high, float),
-            "low": _number(r.low, float),
-            "close": _number(r.close, float),
-            "change": _number(r.change, float),
-            "transaction_volume": _number(r.transaction, int),
+            "date": _unix(r["date"]),
+            "capacity": _number(r["capacity"], int),
+            "turnover": _number(r["turnover"], int),
+            "open": _number(r["open"], float),
+            "high": _number(r["high"], float),
+            "low": _number(r["low"], float),
+            "close": _number(r["close"], float),
+            "change": _number(r["change"], float),
+            "transaction_volume": _number(r["transaction"], int),
             "stock_code_id": code,
         }
-        for r in rows.iloc[::-1].itertuples(index=False)
+        for r in reversed(rows)
     ]
     return {"result": "success", "data": data}
 
@@ -127,7 +124,7 @@ def create_app(ledger: Ledger) -> FastAPI:
     async def get_user_stocks(request: Request) -> dict:
         fields = await _fields(request)
         _require(fields, ("account", "password"))
-        return await run_in_threadpool(ledger.user_stocks, fields["account"], fields["password"])
+        return await run_in_threadpool(ledger.user_stocks, fields["account"], fields["password"], fields.get("client_order_id") or None)
 
     async def order(side: str, request: Request) -> dict:
         fields = await _fields(request)
