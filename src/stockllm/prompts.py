@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import date as _date
 from typing import Iterable, Sequence
 
@@ -48,6 +49,8 @@ LABELS: dict[str, str] = {column: column.capitalize() for column in PRICE_COLUMN
 """How each column is named in the text (``Open``, ``Capacity``…), as in the example."""
 
 CONTEXT_OPEN, CONTEXT_CLOSE = "<context>", "</context>"
+USER_LINE_PREFIX, ANSWER_LINE_PREFIX = "Date: ", " "
+"""A day's line starts with ``Date: `` in the question and with one space in the answer (the example's quirk)."""
 
 
 def resolve_fields(fields: str | Sequence[str]) -> list[str]:
@@ -83,28 +86,34 @@ def format_column(values: pd.Series, column: str) -> np.ndarray:
     return text
 
 
-def row_bodies(frame: pd.DataFrame, fields: Sequence[str]) -> np.ndarray:
+def row_bodies(frame: pd.DataFrame, fields: Sequence[str], formatted: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """``"2025-01-03, Open: 141.5, …, Capacity: 1447003"`` for every row of ``frame`` (object array).
 
     The user turn prefixes each body with ``"Date: "``, the answer with a space — see :func:`user_lines`
-    and :func:`answer_lines`. Built column-wise so a whole company history is formatted in one pass.
+    and :func:`answer_lines`. Built column-wise so a whole company history is formatted in one pass;
+    ``formatted`` (column → text, filled as columns are formatted) lets builds of several field sets over
+    the same table format each column once.
     """
     fields = resolve_fields(fields)
     missing = [f for f in fields if f not in frame.columns]
     if missing:
         raise StockLLMError(f"price rows lack column(s) {', '.join(missing)} needed by the prompt fields {fields}")
-    out = format_column(frame["date"], "date")
+    formatted = {} if formatted is None else formatted
+    for column in fields:
+        if column not in formatted:
+            formatted[column] = format_column(frame[column], column)
+    out = formatted["date"]
     for column in fields[1:]:
-        out = out + f", {LABELS[column]}: " + format_column(frame[column], column)
+        out = out + f", {LABELS[column]}: " + formatted[column]
     return out
 
 
 def user_lines(frame: pd.DataFrame, fields: Sequence[str]) -> np.ndarray:
-    return "Date: " + row_bodies(frame, fields)
+    return USER_LINE_PREFIX + row_bodies(frame, fields)
 
 
 def answer_lines(frame: pd.DataFrame, fields: Sequence[str]) -> np.ndarray:
-    return " " + row_bodies(frame, fields)
+    return ANSWER_LINE_PREFIX + row_bodies(frame, fields)
 
 
 def context_block(context: str) -> str:
@@ -120,21 +129,34 @@ def question(future_days: int) -> str:
     return "Predict the next date price:\n" if future_days == 1 else f"Predict the next {future_days} days price:\n"
 
 
-def user_text(name_zh: str, lines: Iterable[str], future_days: int, context: str = "") -> str:
-    """The user turn from pre-formatted :func:`user_lines` (the dataset builder's fast path)."""
-    lines = list(lines)
-    if not lines:
+@lru_cache(maxsize=4096)
+def _wording(name_zh: str, past_days: int, future_days: int) -> tuple[str, str]:
+    """(text before the day lines, question after them) — cached: a dataset asks this ~10⁵ times."""
+    if past_days < 1:
         raise StockLLMError("a prompt needs at least one past day of prices")
     if future_days < 1:
         raise StockLLMError(f"future days must be at least 1, got {future_days}")
-    header = f"Here is past {_plural(len(lines), 'day')} stock price of {name_zh} company.\n\n"
-    return header + "\n".join(lines) + "\n" + context_block(context) + question(future_days)
+    return f"Here is past {_plural(past_days, 'day')} stock price of {name_zh} company.\n\n", question(future_days)
+
+
+@lru_cache(maxsize=256)
+def _answer_header(days: int) -> str:
+    return f"The next {_plural(days, 'day')} price is: Date:\n"
+
+
+def user_text(name_zh: str, lines: Iterable[str], future_days: int, context: str = "") -> str:
+    """The user turn from pre-formatted :func:`user_lines` (the dataset builder's fast path)."""
+    lines = lines if isinstance(lines, list) else list(lines)
+    head, ask = _wording(name_zh, len(lines), future_days)
+    days = "\n".join(lines)
+    return f"{head}{days}\n{context_block(context) if context else ''}{ask}"
 
 
 def answer_text(lines: Iterable[str]) -> str:
     """The assistant turn from pre-formatted :func:`answer_lines`."""
-    lines = list(lines)
-    return f"The next {_plural(len(lines), 'day')} price is: Date:\n" + "".join(line + "\n" for line in lines)
+    lines = lines if isinstance(lines, list) else list(lines)
+    days = "\n".join(lines)
+    return f"{_answer_header(len(lines))}{days}\n"
 
 
 def user_prompt(name_zh: str, past: pd.DataFrame, future_days: int, fields: str | Sequence[str], context: str = "") -> str:
