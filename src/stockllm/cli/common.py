@@ -53,8 +53,9 @@ def add_dataset_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--top-k-news", type=int, default=5, help="headlines placed in a prompt with --context news (default: 5)")
     group.add_argument("--val-start", default=None, help="first date of the validation split, YYYY-MM-DD (default: by --val-frac)")
     group.add_argument("--test-start", default=None, help="first date of the test split, YYYY-MM-DD (default: by --test-frac)")
-    group.add_argument("--val-frac", type=float, default=0.1, help="fraction of each company's days for validation (default: 0.1)")
-    group.add_argument("--test-frac", type=float, default=0.1, help="fraction of each company's days for test (default: 0.1)")
+    group.add_argument("--val-frac", type=float, default=0.1, help="fraction of the trading days (over all companies, one shared boundary date) for validation (default: 0.1)")
+    group.add_argument("--test-frac", type=float, default=0.1, help="fraction of the trading days (over all companies, one shared boundary date) for test (default: 0.1)")
+    group.add_argument("--gap", type=int, default=None, help="trading days between splits that no example of the earlier split touches (default: the longest future window)")
 
 
 def print_json(obj: Any) -> None:
