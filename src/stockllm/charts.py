@@ -78,7 +78,10 @@ def kline_chart(history: pd.DataFrame, forecast: Forecast, path: Path | str, tit
             series.iloc[len(past):] = forecast.frame[column].to_numpy(dtype=float)
             extra.append(mpf.make_addplot(series, color="#7f7f7f", linestyle="--", width=1))
     volume = bool(table["Volume"].notna().any())
-    fig, axes = mpf.plot(table, type="candle", style=style, volume=volume, addplot=extra or None,
+    options: dict = {}
+    if extra:  # mplfinance rejects addplot=None
+        options["addplot"] = extra
+    fig, axes = mpf.plot(table, type="candle", style=style, volume=volume, **options,
                          marketcolor_overrides=overrides, mco_faceonly=False, returnfig=True, figsize=(10, 6),
                          title=title, ylabel="price (TWD)", ylabel_lower="volume (shares)" if volume else "",
                          datetime_format="%m-%d", xrotation=45, tight_layout=True, warn_too_much_data=10_000)
