@@ -19,10 +19,14 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 import requests
 
 from stockllm import store
+from stockllm.cli import main
+from stockllm.market import next_trading_days, round_to_tick
+from stockllm.trading import rules
 from stockllm.trading.client import StockAPI, read_order_log
 from stockllm.trading.ledger import AUTH_FAILED, Ledger
 from stockllm.trading.server import Background
@@ -352,3 +356,43 @@ def test_kill_9_between_accept_and_fill_loses_nothing(tmp_path):
         stop.set()
         server.kill()
         server.wait()
+
+
+# --- stockllm trade -------------------------------------------------------------------------------------
+
+def _trending(start: float, factor: float, dates: list[str]) -> pd.DataFrame:
+    closes, price = [], start
+    for _ in dates:
+        closes.append(float(round_to_tick(price)))
+        price *= factor
+    return pd.DataFrame({"date": dates, "capacity": 1_000_000, "turnover": 1, "open": closes, "high": closes,
+                         "low": closes, "close": closes, "change": 0.0, "transaction": 1})
+
+
+def test_trade_is_a_dry_run_by_default_and_send_places_the_orders(tmp_path, monkeypatch, capsys):
+    dates = [d.isoformat() for d in next_trading_days("2025-01-01", 40)]
+    data = tmp_path / "data"
+    store.write_prices(data, "2330", _trending(100.0, 1.01, dates))  # rising: drift expects +1% a day -> buy
+    falling = _trending(100.0, 0.99, dates)  # drift expects -1% a day -> sell what is held
+    store.write_prices(data, "2317", falling)
+    ledger = Ledger(tmp_path / "exchange.sqlite", data, dates[-2])
+    ledger.add_user("alice", "alice-pw", 5_000_000)
+    ledger.place_order("buy", "alice", "alice-pw", "2317", "3", str(rules.marketable_limit("buy", falling["close"].iloc[-2])))
+    ledger.advance()  # the 2317 lots fill; the market date is now the last stored day
+    log = tmp_path / "orders.jsonl"
+    argv = ["trade", "--model", "drift", "--codes", "2330", "2317", "--data-dir", str(data), "--order-log", str(log)]
+    with Background(ledger) as url:
+        for name, value in {"STOCK_API_URL": url, "STOCK_API_ACCOUNT": "alice", "STOCK_API_PASSWORD": "alice-pw"}.items():
+            monkeypatch.setenv(name, value)
+        assert main(argv) == 0
+        out, err = capsys.readouterr()
+        assert "2330" in out and ": buy" in out and "2317" in out and ": sell 3 lots" in out
+        assert "dry run: nothing sent" in err and not log.exists()
+        assert len(ledger.user_stocks("alice", "alice-pw")["orders"]) == 1
+
+        assert main(argv + ["--send"]) == 0
+        out = capsys.readouterr().out
+        assert out.count("→ accepted") == 2, out
+    pending = [(o["side"], o["code"]) for o in ledger.user_stocks("alice", "alice-pw")["orders"] if o["status"] == "pending"]
+    assert sorted(pending) == [("buy", "2330"), ("sell", "2317")]
+    assert "alice-pw" not in log.read_text()

@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     backtest = sub.add_parser("backtest", help="backtest forecast-driven trading with Taiwan fees, tax, lots and limits")
     backtest.add_argument("--models", "--model", nargs="+", default=["random_walk"], metavar="SPEC",
-                          help="forecaster specs (random_walk, drift, arima, ets, lstm, cnn, bestfour, llm:DIR) (default: random_walk)")
+                          help="forecaster specs, space or comma separated: random_walk, drift, arima, ets, lstm, cnn, bestfour, llm:DIR (default: random_walk)")
     add_codes_arg(backtest)
     add_data_args(backtest, only=["data_dir", "company_list_file"])
     backtest.add_argument("--start", required=True, help="first decision day, YYYY-MM-DD")
@@ -180,12 +180,13 @@ def _backtest(args: argparse.Namespace) -> int:
     from ..trading.backtest import buy_and_hold, run_backtest, write_report
 
     config, prices = _config(args), _prices(args)
+    specs = [s.strip() for arg in args.models for s in arg.split(",") if s.strip()]  # "a b" or "a,b"
     results = []
-    for spec in args.models:
+    for spec in specs:
         info(f"backtesting {spec} on {', '.join(prices)} from {args.start} to {args.end} ...")
         results.append(run_backtest(prices, _forecaster(spec), args.start, args.end, args.cash, config))
     benchmark, gross = buy_and_hold(prices, args.start, args.end, args.cash, config)
-    settings = {"models": args.models, "codes": list(prices), "start": args.start, "end": args.end, "cash": args.cash,
+    settings = {"models": specs, "codes": list(prices), "start": args.start, "end": args.end, "cash": args.cash,
                 "horizon": config.horizon, "margin": config.margin, "max_position": config.weight(len(prices)),
                 "data_dir": args.data_dir}
     report = write_report(results, benchmark, gross, Path(args.report), settings)
