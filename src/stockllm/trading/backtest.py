@@ -99,6 +99,11 @@ def _win_rate(fills: list[Fill]) -> float | None:
     return round(sum(p > 0 for p in closed) / len(closed), 4) if closed else None
 
 
+def tradable(prices: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """The tables without rows lacking an open or close (halted days), as the exchange's price book sees them."""
+    return {code: frame.dropna(subset=["open", "close"]).reset_index(drop=True) for code, frame in prices.items()}
+
+
 def _window(prices: Mapping[str, pd.DataFrame], start: date, end: date) -> list[str]:
     days = sorted({d for frame in prices.values() for d in frame["date"] if start.isoformat() <= d <= end.isoformat()})
     if len(days) < 2:
@@ -148,7 +153,7 @@ class _Book:
 def run_backtest(prices: Mapping[str, pd.DataFrame], forecaster: Forecaster, start: date | str, end: date | str,
                  cash: int = 1_000_000, config: StrategyConfig = StrategyConfig()) -> BacktestResult:
     """Simulate ``forecaster`` + :func:`decide` on ``prices`` (full stored tables) from ``start`` to ``end``."""
-    start, end = to_date(start), to_date(end)
+    start, end, prices = to_date(start), to_date(end), tradable(prices)
     days = _window(prices, start, end)
     forecaster.fit({code: frame[frame["date"] < days[0]].reset_index(drop=True) for code, frame in prices.items()})
     index = {code: {d: i for i, d in enumerate(frame["date"])} for code, frame in prices.items()}
@@ -189,6 +194,7 @@ def run_backtest(prices: Mapping[str, pd.DataFrame], forecaster: Forecaster, sta
 def buy_and_hold(prices: Mapping[str, pd.DataFrame], start: date | str, end: date | str, cash: int = 1_000_000,
                  config: StrategyConfig = StrategyConfig()) -> tuple[BacktestResult, pd.Series]:
     """Buy each code's equal share on the first fill day's open and hold; (net result, gross cost-free curve)."""
+    prices = tradable(prices)
     days = _window(prices, to_date(start), to_date(end))
     book, fills, budget = _Book(cash), [], config.weight(len(prices)) * cash
     for code, frame in prices.items():
