@@ -3,16 +3,43 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
+from pathlib import Path
 
-from .common import add_codes_arg, add_data_args, not_built
+from .common import add_codes_arg, add_data_args, info
+
+DEFAULT_MODELS = "random_walk,drift,arima,ets,lstm,cnn,bestfour"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    evaluate = sub.add_parser("evaluate", help="walk-forward evaluation of forecasters against the random walk")
+    evaluate = sub.add_parser(
+        "evaluate", help="walk-forward evaluation of forecasters against the random walk",
+        description="Forecast every trading day of a held-out period with each model (each sees only data up to "
+                    "the day it forecasts from), score the forecasts against what happened, and test each model "
+                    "against the random walk. Writes REPORT/report.md, metrics.json, forecasts.csv and PNG plots.")
     add_data_args(evaluate, only=["data_dir", "company_list_file"])
     add_codes_arg(evaluate)
-    evaluate.add_argument("--windows", default="1:1,5:5", help="past:future windows (default: 1:1,5:5)")
-    evaluate.add_argument("--models", default="random_walk,drift,arima,ets,lstm,cnn", help="comma-separated models; llm:DIR for a fine-tuned model")
-    evaluate.add_argument("--start", default=None, help="first forecast origin YYYY-MM-DD (default: the last 20%% of the data)")
+    evaluate.add_argument("--windows", default="1:1,5:5", help="past:future windows in trading days, comma separated; the write-up's four are 1:1,5:5,20:5,60:20 (default: 1:1,5:5)")
+    evaluate.add_argument("--models", default=DEFAULT_MODELS,
+                          help=f"comma-separated models: random_walk, drift, arima, ets, lstm, cnn, bestfour, llm:DIR (a fine-tuned model dir); random_walk is always added (default: {DEFAULT_MODELS})")
+    evaluate.add_argument("--start", default=None, help="first day of the evaluation period, YYYY-MM-DD; models learn only from days before it minus the longest horizon (default: the last 10%% of stored trading days)")
     evaluate.add_argument("--report", default="outputs/evaluation", help="report folder (default: outputs/evaluation)")
-    evaluate.set_defaults(func=not_built("stockllm evaluate", 5))
+    evaluate.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..evaluate import parse_windows, run_evaluation
+    from ..evaluation_report import write_report
+    from ..forecasters.registry import parse_model_list
+    from ..universe import select_companies
+
+    windows = parse_windows(args.windows)
+    specs = parse_model_list(args.models)
+    companies = select_companies(args.company_list_file, args.codes)
+    result, scores = run_evaluation(Path(args.data_dir), companies, windows, specs, args.start, progress=info)
+    command = "stockllm " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else ""
+    paths = write_report(result, scores, Path(args.report), command)
+    for line in (paths["report"], paths["metrics"]):
+        print(line)
+    return 0

@@ -26,17 +26,20 @@ SHAPE_DAYS = 20
 
 def _prices(history: pd.DataFrame) -> pd.DataFrame:
     """The traded rows of ``history`` (a suspended day has no close and teaches nothing about shape)."""
-    traded = history.dropna(subset=["close"])
-    if traded.empty:
+    close = history["close"]
+    if close.isna().to_numpy().any():
+        history = history[close.notna()]
+    if history.empty:
         raise StockLLMError("price history has no traded day (no close price); fetch prices first")
-    return traded
+    return history
 
 
 def last_candle(history: pd.DataFrame, horizon: int) -> dict[str, list[float]]:
     """The last traded day's open/high/low/close/volume repeated ``horizon`` times."""
-    last = _prices(history).iloc[-1]
-    rows = {column: [float(last[column])] * horizon for column in ("open", "high", "low", "close")}
-    rows["capacity"] = [float(last["capacity"]) if pd.notna(last["capacity"]) else 1.0] * horizon
+    traded = _prices(history)
+    rows = {column: [float(traded[column].iat[-1])] * horizon for column in ("open", "high", "low", "close")}
+    volume = traded["capacity"].iat[-1]
+    rows["capacity"] = [float(volume) if pd.notna(volume) and volume > 0 else 1.0] * horizon
     return rows
 
 
@@ -87,7 +90,11 @@ def candles_around(history: pd.DataFrame, closes: list[float]) -> dict[str, list
 
 
 class RandomWalk:
-    """Tomorrow looks like today: the last candle (and volume) repeated. The yardstick of every metric."""
+    """Tomorrow looks like today: the last candle (and volume) repeated. The yardstick of every metric.
+
+    The close is exactly the last close; only a wick beyond the next day's ±10% band (a day that spanned
+    limit-up to limit-down) is pulled in, so the forecast stays a printable candle.
+    """
 
     name = "random_walk"
     uses_full_history = True
@@ -97,7 +104,8 @@ class RandomWalk:
         return self
 
     def predict(self, history: pd.DataFrame, horizon: int, *, code: str | None = None) -> Forecast:
-        return make_forecast(history, last_candle(history, horizon), self.name)
+        rows = last_candle(history, horizon)
+        return make_forecast(history, within_limits(rows["close"][0], rows), self.name)
 
 
 class Drift:
