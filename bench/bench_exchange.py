@@ -16,6 +16,7 @@ import argparse
 import http.client
 import json
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -132,6 +133,7 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait(timeout=10)
+        server.stderr.close()
 
     problems = ledger.audit()
     reservation = rules.buy_reservation(BUY[2], BUY[1])
@@ -154,6 +156,8 @@ def main() -> int:
     print(f"books: {'consistent' if not problems else '; '.join(problems[:3])}")
     ok = not errors and not problems and rps >= args.min_rps and done == args.requests
     print("PASS" if ok else f"FAIL (need >= {args.min_rps:.0f} requests/s, zero errors, consistent books)")
+    ledger.close()
+    shutil.rmtree(work, ignore_errors=True)
     return 0 if ok else 1
 
 
