@@ -28,6 +28,7 @@ Design notes
 from __future__ import annotations
 
 import gc
+import json
 import math
 from collections import Counter, defaultdict
 from contextlib import contextmanager
@@ -255,7 +256,7 @@ def _load_news(record: dict | None, company: Company) -> list[tuple[str, float, 
     """Articles as (Taipei publication date, timestamp, relevance score, headline line); undated ones dropped."""
     if not record:
         return []
-    names = [n for n in (company.name_zh, record.get("name_zh"), company.name_en, record.get("name_en"), company.code) if n]
+    names = list(dict.fromkeys(n for n in (company.name_zh, record.get("name_zh"), company.name_en, record.get("name_en"), company.code) if n))
     out, seen = [], set()
     for article in [*record.get("news_zh", []), *record.get("news_en", [])]:
         title = _clean(article.get("title"))
@@ -264,7 +265,7 @@ def _load_news(record: dict | None, company: Company) -> list[tuple[str, float, 
             continue
         seen.add(title)
         description = _clean(article.get("description"))
-        score = sum(2 * (n.lower() in title.lower()) + (n.lower() in description.lower()) for n in names)
+        score = 2 * any(n.lower() in title.lower() for n in names) + any(n.lower() in description.lower() for n in names)
         source = article.get("source")
         source = _clean(source.get("name") if isinstance(source, dict) else source)
         day = stamp.tz_convert("Asia/Taipei").strftime("%Y-%m-%d")
@@ -509,10 +510,12 @@ def _build(data_dir: Path, companies: list[Company], spec: DatasetSpec, count_to
                 problems[long] = "too_long"
                 if long.any():
                     longest[name] = max(longest.get(name, 0), int(tokens[long].max()))
+            # Rows before a split start that only the later split may read; none when that split is empty.
+            cut_v, cut_t = (x - gap if x < prepared.n else prepared.n for x in (v, t))
             split = np.full(len(starts), "", dtype=object)
-            split[starts + length <= v - gap] = "train"
-            split[(starts >= v - gap) & (starts + past >= v) & (starts + length <= t - gap)] = "validation"
-            split[(starts >= t - gap) & (starts + past >= t)] = "test"
+            split[starts + length <= cut_v] = "train"
+            split[(starts >= cut_v) & (starts + past >= v) & (starts + length <= cut_t)] = "validation"
+            split[(starts >= cut_t) & (starts + past >= t)] = "test"
             for reason, n in Counter(problems[problems != ""]).items():
                 skipped_windows[name][reason] += n
             unassigned = int(((problems == "") & (split == "")).sum())
@@ -564,17 +567,36 @@ def _build(data_dir: Path, companies: list[Company], spec: DatasetSpec, count_to
 
 
 def write_dataset(built: BuiltDataset, out_dir: Path | str) -> dict[str, Path]:
-    """``train.jsonl``, ``validation.jsonl``, ``test.jsonl`` and ``metadata.json`` in ``out_dir`` (atomic writes)."""
-    import json
+    """``<split>.jsonl`` per non-empty split plus ``metadata.json`` in ``out_dir`` (atomic writes).
 
+    An empty split gets no file (``datasets`` refuses empty JSON files) and a stale one from an earlier
+    build is removed; ``metadata["files"]`` names the files written.
+    """
     out_dir = Path(out_dir)
-    paths = {}
+    paths: dict[str, Path] = {}
     for split, examples in built.splits.items():
-        paths[split] = out_dir / f"{split}.jsonl"
-        store.atomic_write_text(paths[split], "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples))
+        path = out_dir / f"{split}.jsonl"
+        if examples:
+            store.atomic_write_text(path, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples))
+            paths[split] = path
+        else:
+            path.unlink(missing_ok=True)
+    built.metadata["files"] = {split: path.name for split, path in paths.items()}
     paths["metadata"] = out_dir / "metadata.json"
     store.atomic_write_json(paths["metadata"], built.metadata)
     return paths
+
+
+def load_written(out_dir: Path | str, cache_dir: Path | str | None = None):
+    """The splits written by :func:`write_dataset` as a ``datasets.DatasetDict`` (the trainer's input)."""
+    from datasets import load_dataset
+
+    out_dir = Path(out_dir)
+    try:
+        files = json.loads((out_dir / "metadata.json").read_text("utf-8"))["files"]
+    except (FileNotFoundError, KeyError, json.JSONDecodeError):
+        raise StockLLMError(f"{out_dir} holds no dataset written by `stockllm build`; run `stockllm build --out {out_dir}` first") from None
+    return load_dataset("json", data_files={split: str(out_dir / name) for split, name in files.items()}, cache_dir=None if cache_dir is None else str(cache_dir))
 
 
 # --- inference ---------------------------------------------------------------------------------------
