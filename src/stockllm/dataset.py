@@ -521,22 +521,26 @@ def _build(data_dir: Path, companies: list[Company], spec: DatasetSpec, count_to
             unassigned = int(((problems == "") & (split == "")).sum())
             if unassigned:
                 skipped_windows[name]["between_splits"] += unassigned
-            keep = (problems == "") & (split != "")
+            keep = problems == ""
             code, dates = company.code, prepared.dates.tolist()
-            for start, split_name in zip(starts[keep].tolist(), split[keep].tolist()):
-                user = _user_turn(prepared, start, past, future, spec, count, None)
-                answer = prompts.answer_text(prepared.answer_lines[start + past: start + length])
-                if count_tokens is not None and count(user) + count(answer) + TEMPLATE_OVERHEAD_TOKENS > spec.max_seq_length:
-                    skipped_windows[name]["too_long"] += 1
-                    continue
-                splits[split_name].append({
-                    "messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}],
-                    "code": code,
-                    "origin": dates[start + past - 1],
-                    "window": name,
-                })
-                counts[split_name][name] += 1
-                spans[split_name].extend((dates[start], dates[start + length - 1]))
+            for split_name in SPLITS:
+                out, kept = splits[split_name], []
+                for start in starts[keep & (split == split_name)].tolist():
+                    user = _user_turn(prepared, start, past, future, spec, count, None)
+                    answer = prompts.answer_text(prepared.answer_lines[start + past: start + length])
+                    if count_tokens is not None and count(user) + count(answer) + TEMPLATE_OVERHEAD_TOKENS > spec.max_seq_length:
+                        skipped_windows[name]["too_long"] += 1
+                        continue
+                    out.append({
+                        "messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}],
+                        "code": code,
+                        "origin": dates[start + past - 1],
+                        "window": name,
+                    })
+                    kept.append(start)
+                if kept:
+                    counts[split_name][name] += len(kept)
+                    spans[split_name].extend((dates[kept[0]], dates[kept[-1] + length - 1]))
 
     if use_news and without_news:
         notes.append(f"no news file for {len(without_news)} of {len(loaded)} companies ({', '.join(without_news[:5])}{'…' if len(without_news) > 5 else ''}); their prompts say 'News … none' (run `stockllm fetch --news`)")
