@@ -39,6 +39,16 @@ def normalise_windows(windows: np.ndarray, past: int) -> np.ndarray:
     return np.concatenate([np.log(windows[..., :4] / close), np.log1p(windows[..., 4:5]) - volume], axis=-1)
 
 
+def split_window_starts(count: int, span: int, val_frac: float) -> tuple[slice, slice]:
+    """Time-ordered split of ``count`` sliding windows of ``span`` days: (train starts, validation starts).
+
+    The last ``val_frac`` of windows validate; a training window must end (its last target day) before the
+    first validation window's first input day, so no day is both learned from and validated on.
+    """
+    first_val = min(max(int(count * (1 - val_frac)), 1), count - 1)
+    return slice(0, max(first_val - span + 1, 0)), slice(first_val, count)
+
+
 def _traded(history: pd.DataFrame) -> np.ndarray:
     """The rows with every feature present, as a float array (suspended days have no prices)."""
     return history.dropna(subset=FEATURES)[FEATURES].to_numpy(float)
@@ -113,8 +123,7 @@ class NeuralForecaster:
         return self._nets[key]
 
     def _windows(self, past: int, horizon: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(x_train, y_train, x_val, y_val): per company the last ``val_frac`` of windows validate, and train
-        windows end (last target day) before the first validation input day, so no day is in both."""
+        """(x_train, y_train, x_val, y_val) of every company, split in time by :func:`split_window_starts`."""
         if self._histories is None:
             raise StockLLMError(f"{self.name} has not been fitted: call fit(histories) with data before the forecast period")
         span = past + horizon
@@ -124,9 +133,9 @@ class NeuralForecaster:
             if count < 2:
                 continue
             windows = normalise_windows(np.lib.stride_tricks.sliding_window_view(rows, span, axis=0).transpose(0, 2, 1), past)
-            first_val = max(int(count * (1 - self.val_frac)), 1)
-            val.append(windows[first_val:])
-            train.append(windows[: max(first_val - span + 1, 0)])
+            train_starts, val_starts = split_window_starts(count, span, self.val_frac)
+            train.append(windows[train_starts])
+            val.append(windows[val_starts])
         train = [w for w in train if len(w)]
         if not train or not val:
             raise StockLLMError(f"too little history to train {self.name} for window {past}:{horizon}; "
