@@ -631,7 +631,8 @@ def history_messages(
         raise StockLLMError(f"past and future must be at least 1 trading day (got past={past}, future={future})")
     if len(frame) < past:
         raise StockLLMError(f"{company.code} has {len(frame)} stored days up to {frame['date'].iloc[-1] if len(frame) else 'the given date'}, fewer than past={past}; use a smaller past or fetch more prices")
-    prepared, _ = _prepare(company, frame, fields)
+    # Only the shown days and BestFourPoint's 30-day look-back matter; formatting years of rows per call would not.
+    prepared, _ = _prepare(company, frame.iloc[-(past + 30):].reset_index(drop=True), fields)
     start = prepared.n - past
     problem = _window_problem(prepared, np.array([start]), past)[0]
     if problem:
