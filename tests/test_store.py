@@ -47,6 +47,7 @@ def test_atomic_write_leaves_no_temp_files_and_replaces_content(tmp_path):
     store.atomic_write_json(target, {"a": 2})
     assert target.read_text("utf-8").strip().replace("\n", "").replace(" ", "") == '{"a":2}'
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+    assert target.stat().st_mode & 0o044, "written files are readable by others like any file open() creates"
 
 
 def test_missing_prices_explain_how_to_get_them(tmp_path):

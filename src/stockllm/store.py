@@ -31,6 +31,16 @@ INT_COLUMNS = ["capacity", "turnover", "transaction"]
 FLOAT_COLUMNS = ["open", "high", "low", "close", "change"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
+"""Mode of files we write: what ``open()`` would give (mkstemp's private 0600 would surprise users)."""
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see either the old or the complete new content."""
     path = Path(path)
@@ -41,6 +51,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
