@@ -10,7 +10,7 @@ from stockllm import store
 from stockllm.errors import StockLLMError
 from stockllm.forecasters.base import Forecaster, future_dates
 from stockllm.forecasters.baselines import BestFourBaseline, Drift, RandomWalk, StatsForecaster, candles_around, within_limits
-from stockllm.forecasters.registry import VALID_SPECS, make_forecaster, parse_model_list
+from stockllm.forecasters.registry import VALID_SPECS, make_forecaster, parse_model_list, trained_until
 from stockllm.market import limit_prices, next_trading_days
 from stockllm.validation import validate_forecast
 
@@ -135,3 +135,10 @@ def test_model_list_parsing_refuses_empty_and_duplicate_entries():
     for bad in ("", " , ", "arima,arima"):
         with pytest.raises(StockLLMError):
             parse_model_list(bad)
+
+
+def test_a_fine_tuned_model_counts_as_trained_until_the_end_of_its_train_and_validation_data():
+    info = {"data_range": {"train": {"first": "2023-03-01", "last": "2025-11-28"}, "validation": {"first": "2025-12-08", "last": "2026-01-16"},
+                           "test": {"first": "2026-01-26", "last": "2026-06-23"}}}
+    assert trained_until(info) == "2026-01-16"
+    assert trained_until({}) is None

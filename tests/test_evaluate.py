@@ -231,9 +231,9 @@ def test_a_pre_trained_model_whose_training_data_reach_the_period_is_refused(rea
 
 
 def test_verdict_says_plainly_when_no_model_beats_the_random_walk():
-    scores = {"1:1": {"random_walk": {"mase": 1.0}, "drift": {"mase": 1.01, "dm": {"p_value": 0.4, "mean_loss_difference": 0.01}}}}
-    assert verdicts(scores) == ["Window 1:1: no model beats the random walk at the 5% level; the closest is drift (MASE 1.010, DM p = 0.4)."]
-    scores["1:1"]["drift"] = {"mase": 0.9, "dm": {"p_value": 0.01, "mean_loss_difference": -0.1}}
+    scores = {"1:1": {"random_walk": {"mase": 1.0}, "drift": {"mase": 1.01, "dm": {"statistic": 0.8, "p_value": 0.4, "mean_loss_difference": 0.01}}}}
+    assert verdicts(scores) == ["Window 1:1: no model beats the random walk at the 5% level; the lowest MASE is drift's (1.010, DM statistic +0.80, p = 0.4)."]
+    scores["1:1"]["drift"] = {"mase": 0.9, "dm": {"statistic": -3.0, "p_value": 0.01, "mean_loss_difference": -0.1}}
     assert verdicts(scores) == ["Window 1:1: drift (MASE 0.900, p = 0.01) beat the random walk at the 5% level."]
 
 
@@ -246,7 +246,7 @@ def test_bad_windows_are_refused_with_the_expected_form(text):
 def test_default_period_is_the_last_tenth_of_stored_days(real_prices):
     start, fit_end = period_bounds(real_prices, None, gap=5)
     days = sorted(set().union(*(f["date"] for f in real_prices.values())))
-    assert days.index(start) == int(len(days) * 0.9) and days.index(fit_end) == days.index(start) - 5
+    assert days.index(start) == len(days) - round(len(days) * 0.1) and days.index(fit_end) == days.index(start) - 5
     with pytest.raises(StockLLMError, match="YYYY-MM-DD"):
         period_bounds(real_prices, "May 1st", gap=5)
     with pytest.raises(StockLLMError, match="after the last stored day"):

@@ -116,7 +116,7 @@ def period_bounds(prices: Mapping[str, pd.DataFrame], start: str | None, gap: in
     """
     days = sorted(set().union(*(frame["date"] for frame in prices.values())))
     if start is None:
-        first = min(max(int(len(days) * (1 - test_frac)), 1), len(days) - 1)
+        first = min(max(len(days) - round(len(days) * test_frac), 1), len(days) - 1)  # dataset._boundaries' rule
     else:
         if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", start):
             raise StockLLMError(f"--start {start!r} is not a date; write YYYY-MM-DD, e.g. --start 2026-01-02")
@@ -346,8 +346,8 @@ def verdicts(scores: dict) -> list[str]:
         elif tested:
             closest = min(tested, key=lambda n: tested[n]["mase"])
             m = tested[closest]
-            lines.append(f"Window {wname}: no model beats the random walk at the 5% level; the closest is {closest} "
-                         f"(MASE {m['mase']:.3f}, DM p = {m['dm']['p_value']:.3g}).")
+            lines.append(f"Window {wname}: no model beats the random walk at the 5% level; the lowest MASE is {closest}'s "
+                         f"({m['mase']:.3f}, DM statistic {m['dm']['statistic']:+.2f}, p = {m['dm']['p_value']:.3g}).")
         else:
             lines.append(f"Window {wname}: no model could be tested against the random walk.")
         if worse:

@@ -68,12 +68,26 @@ def make_forecaster(spec: str) -> Forecaster:
         model_dir = name[len("llm:"):].strip()
         if not model_dir:
             raise StockLLMError("model spec 'llm:' needs a model directory, e.g. llm:outputs/model")
+        from ..llm_backends import read_training_info
         from .llm import LLMForecaster
 
-        return LLMForecaster.from_model_dir(model_dir)
+        forecaster = LLMForecaster.from_model_dir(model_dir)
+        if getattr(forecaster, "trained_until", None) is None:
+            forecaster.trained_until = trained_until(read_training_info(model_dir))
+        return forecaster
     if name in BUILDERS:
         return BUILDERS[name]()
     raise StockLLMError(f"unknown model {spec!r}; valid models: {', '.join(VALID_SPECS)}")
+
+
+def trained_until(training_info: dict) -> str | None:
+    """Last day a fine-tuned model learned from (its train and validation splits), from ``training_info.json``.
+
+    The evaluation refuses to judge a model on days it has seen (``evaluate._check_training_range``).
+    """
+    ranges = training_info.get("data_range") or {}
+    lasts = [r["last"] for split, r in ranges.items() if split in ("train", "validation") and r and r.get("last")]
+    return max(lasts) if lasts else None
 
 
 def parse_model_list(text: str) -> list[str]:
