@@ -145,12 +145,23 @@ def resolve_optim(optim: str, say: Callable[[str], None]) -> str:
     return optim
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether the CPU multiplies bf16 in hardware (AVX512-BF16 or AMX). Without it, bf16 matmuls are emulated:
+    measured 7.5× slower than fp32 on an AVX2-only AMD EPYC."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def precision_flags() -> dict[str, bool]:
-    """bf16 autocast wherever supported (CPU included: fp32 master weights, bf16 matmuls); fp16 on older GPUs."""
+    """bf16 autocast where the hardware has it (GPUs, recent x86 CPUs: fp32 master weights, bf16 matmuls),
+    fp16 on older GPUs, plain fp32 on CPUs that would emulate bf16."""
     if cuda_available():
         bf16 = torch.cuda.is_bf16_supported()
         return {"bf16": bf16, "fp16": not bf16}
-    return {"bf16": True, "fp16": False}
+    return {"bf16": cpu_has_native_bf16(), "fp16": False}
 
 
 def training_arguments(config: Any, *, steps_hint: int, eval_steps: int, optim: str, **overrides: Any):
