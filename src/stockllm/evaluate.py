@@ -207,17 +207,18 @@ def walk_forward(prices: Mapping[str, pd.DataFrame], models: Mapping[str, Foreca
                         continue
                     f = forecast.frame
                     said = np.column_stack([f[c].to_numpy(float) for c in PRICE_FIELDS])
+                    volume = f["capacity"].to_numpy(float) if "capacity" in f.columns else np.full(horizon, np.nan)
                     lo = f["close_lo"].to_numpy(float) if forecast.has_interval() else np.full(horizon, np.nan)
                     hi = f["close_hi"].to_numpy(float) if forecast.has_interval() else np.full(horizon, np.nan)
                     direction = forecast.info.get("direction")
                     for k in range(horizon):
                         called = np.sign(direction if direction is not None else said[k, 3] - closes[origin])
                         points.append((name, wname, code, dates[origin], k + 1, dates[origin + 1 + k], closes[origin],
-                                       *said[k], lo[k], hi[k], float(called), *actual[origin + 1 + k], status == "valid"))
+                                       *said[k], volume[k], lo[k], hi[k], float(called), *actual[origin + 1 + k], status == "valid"))
         say(f"  window {wname}: {sum(1 for a in attempts if a[1] == wname)} forecasts")
 
     point_columns = ["model", "window", "code", "origin", "step", "target_date", "origin_close",
-                     "f_open", "f_high", "f_low", "f_close", "f_lo", "f_hi", "f_direction",
+                     "f_open", "f_high", "f_low", "f_close", "f_capacity", "f_lo", "f_hi", "f_direction",
                      "open", "high", "low", "close", "valid"]
     return WalkForward(
         points=pd.DataFrame(points, columns=point_columns),

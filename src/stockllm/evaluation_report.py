@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pandas as pd
 
 from . import store
 from .evaluate import BASELINE, SIGNIFICANCE, WalkForward, verdicts, window_name
+from .forecasters.base import Forecast
 
 TAIWAN_UP, TAIWAN_DOWN = "#d62728", "#2ca02c"
 """Taiwan's convention: red candles rise, green ones fall."""
@@ -31,6 +33,7 @@ def write_report(result: WalkForward, scores: dict, out_dir: Path, command: str 
         "example": _save_figure(_example_kline(result), out_dir / "example_forecasts.png"),
     }
     plots = {kind: path for kind, path in plots.items() if path is not None}
+    plots.update(_model_klines(result, out_dir))
     lines = verdicts(scores)
     store.atomic_write_json(out_dir / "metrics.json", _json_safe({
         "windows": scores,
@@ -223,8 +226,9 @@ def _candles(ax, frame: pd.DataFrame, positions: np.ndarray, alpha: float = 1.0)
                width=0.6, color=color, alpha=alpha)
 
 
-def _example_kline(result: WalkForward, lookback: int = 30):
-    """One company's last origin of the longest window: past candles, actual days, each model's forecast closes."""
+def _example(result: WalkForward, lookback: int = 30):
+    """(window, code, origin, past rows, following rows, forecast points) of the example shown in the plots:
+    2330 (else the first company) at its last origin of the longest window; ``None`` when nothing was forecast."""
     window = max(result.windows, key=lambda w: w[1])
     rows = result.points[(result.points["window"] == window_name(window)) & ~result.points["model"].isin(result.direction_only)]
     if rows.empty:
@@ -232,11 +236,40 @@ def _example_kline(result: WalkForward, lookback: int = 30):
     code = "2330" if "2330" in set(rows["code"]) else sorted(rows["code"].unique())[0]
     rows = rows[rows["code"] == code]
     origin = rows["origin"].max()
-    rows = rows[rows["origin"] == origin]
     frame = result.prices[code]
     at = int(np.searchsorted(frame["date"].to_numpy(), origin))
-    past = frame.iloc[max(0, at + 1 - lookback): at + 1]
-    future = frame.iloc[at + 1: at + 1 + window[1]]
+    return (window, code, origin, frame.iloc[max(0, at + 1 - lookback): at + 1], frame.iloc[at + 1: at + 1 + window[1]],
+            rows[rows["origin"] == origin])
+
+
+def _model_klines(result: WalkForward, out_dir: Path) -> dict[str, Path]:
+    """The example forecast of each model as a K-line chart (``charts.kline_chart``: past candles + hollow forecast)."""
+    from .charts import kline_chart
+
+    example = _example(result)
+    if example is None:
+        return {}
+    window, code, origin, past, _, rows = example
+    paths = {}
+    for name, group in rows.groupby("model", sort=False):
+        group = group.sort_values("step")
+        frame = pd.DataFrame({"open": group["f_open"].to_numpy(), "high": group["f_high"].to_numpy(), "low": group["f_low"].to_numpy(),
+                              "close": group["f_close"].to_numpy(), "capacity": group["f_capacity"].to_numpy()},
+                             index=pd.Index(group["target_date"].tolist(), name="date"))
+        if group["f_lo"].notna().all():
+            frame["close_lo"], frame["close_hi"] = group["f_lo"].to_numpy(), group["f_hi"].to_numpy()
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+        paths[f"kline {name}"] = kline_chart(past, Forecast(frame=frame, model=name), out_dir / f"kline_{safe}.png",
+                                             title=f"{code} {name}: window {window_name(window)} from {origin}")
+    return paths
+
+
+def _example_kline(result: WalkForward):
+    """The example's past candles, the days that followed (faded) and every model's forecast closes on one chart."""
+    example = _example(result)
+    if example is None:
+        return None
+    window, code, origin, past, future, rows = example
     plt = _pyplot()
     figure, ax = plt.subplots(figsize=(10, 4.5))
     _candles(ax, past, np.arange(len(past)))
