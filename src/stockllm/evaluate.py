@@ -33,7 +33,7 @@ import pandas as pd
 
 from . import metrics, store
 from .errors import StockLLMError
-from .forecasters.base import Forecaster, future_dates
+from .forecasters.base import Forecast, Forecaster, future_dates
 from .universe import Company
 from .validation import validate_forecast
 
@@ -156,23 +156,7 @@ def walk_forward(prices: Mapping[str, pd.DataFrame], models: Mapping[str, Foreca
     say(f"evaluation period {start} → {end}; models learn from days before {fit_end} (gap {gap} trading days)")
 
     training = {code: frame[frame["date"] < fit_end].reset_index(drop=True) for code, frame in prices.items()}
-    training = {code: frame for code, frame in training.items() if len(frame)}
-    timings: dict[str, dict[str, float]] = {}
-    ready: dict[str, list[Window]] = {}
-    for name, model in models.items():
-        _check_training_range(name, model, fit_end)
-        began = time.perf_counter()
-        model.fit(training)
-        ready[name] = []
-        for window in windows:
-            try:
-                if hasattr(model, "prepare"):
-                    model.prepare(*window)
-                ready[name].append(window)
-            except StockLLMError as exc:
-                skipped.append(Skip("*", window_name(window), f"model {name}: {exc}"))
-        timings[name] = {"fit_s": time.perf_counter() - began, "predict_s": 0.0, "forecasts": 0}
-        say(f"  {name}: fitted in {timings[name]['fit_s']:.1f} s")
+    ready, timings = _fit_all(models, {code: frame for code, frame in training.items() if len(frame)}, windows, fit_end, skipped, say)
 
     points: list[tuple] = []
     attempts: list[tuple] = []
@@ -203,29 +187,67 @@ def walk_forward(prices: Mapping[str, pd.DataFrame], models: Mapping[str, Foreca
                     timings[name]["predict_s"] += time.perf_counter() - began
                     timings[name]["forecasts"] += 1
                     attempts.append((name, wname, code, dates[origin], status, problem))
-                    if forecast is None:
-                        continue
-                    f = forecast.frame
-                    said = np.column_stack([f[c].to_numpy(float) for c in PRICE_FIELDS])
-                    volume = f["capacity"].to_numpy(float) if "capacity" in f.columns else np.full(horizon, np.nan)
-                    lo = f["close_lo"].to_numpy(float) if forecast.has_interval() else np.full(horizon, np.nan)
-                    hi = f["close_hi"].to_numpy(float) if forecast.has_interval() else np.full(horizon, np.nan)
-                    direction = forecast.info.get("direction")
-                    for k in range(horizon):
-                        called = np.sign(direction if direction is not None else said[k, 3] - closes[origin])
-                        points.append((name, wname, code, dates[origin], k + 1, dates[origin + 1 + k], closes[origin],
-                                       *said[k], volume[k], lo[k], hi[k], float(called), *actual[origin + 1 + k], status == "valid"))
+                    if forecast is not None:
+                        key = (name, wname, code, dates[origin])
+                        points.extend(_points(key, forecast, closes[origin], dates[origin + 1: origin + 1 + horizon],
+                                              actual[origin + 1: origin + 1 + horizon], status == "valid"))
         say(f"  window {wname}: {sum(1 for a in attempts if a[1] == wname)} forecasts")
 
-    point_columns = ["model", "window", "code", "origin", "step", "target_date", "origin_close",
-                     "f_open", "f_high", "f_low", "f_close", "f_capacity", "f_lo", "f_hi", "f_direction",
-                     "open", "high", "low", "close", "valid"]
     return WalkForward(
-        points=pd.DataFrame(points, columns=point_columns),
+        points=pd.DataFrame(points, columns=POINT_COLUMNS),
         attempts=pd.DataFrame(attempts, columns=["model", "window", "code", "origin", "status", "problem"]),
         skipped=skipped, windows=list(windows), models=list(models), start=start, fit_end=fit_end, end=end,
-        direction_only=[name for name, model in models.items() if getattr(model, "direction_only", False)], prices=dict(prices), timings=timings,
+        direction_only=[name for name, model in models.items() if getattr(model, "direction_only", False)],
+        prices=dict(prices), timings=timings,
     )
+
+
+def _fit_all(models: Mapping[str, Forecaster], training: Mapping[str, pd.DataFrame], windows: list[Window], fit_end: str,
+             skipped: list[Skip], say: Callable[[str], None]) -> tuple[dict[str, list[Window]], dict[str, dict[str, float]]]:
+    """Fit every model on the training histories and prepare its windows; (usable windows, timings) per model.
+
+    A window a model cannot learn (too little history) is skipped for that model and listed, not fatal.
+    """
+    ready: dict[str, list[Window]] = {}
+    timings: dict[str, dict[str, float]] = {}
+    for name, model in models.items():
+        _check_training_range(name, model, fit_end)
+        began = time.perf_counter()
+        model.fit(training)
+        ready[name] = []
+        for window in windows:
+            try:
+                if hasattr(model, "prepare"):
+                    model.prepare(*window)
+                ready[name].append(window)
+            except StockLLMError as exc:
+                skipped.append(Skip("*", window_name(window), f"model {name}: {exc}"))
+        timings[name] = {"fit_s": time.perf_counter() - began, "predict_s": 0.0, "forecasts": 0}
+        say(f"  {name}: fitted in {timings[name]['fit_s']:.1f} s")
+    return ready, timings
+
+
+POINT_COLUMNS = ["model", "window", "code", "origin", "step", "target_date", "origin_close",
+                 "f_open", "f_high", "f_low", "f_close", "f_capacity", "f_lo", "f_hi", "f_direction",
+                 "open", "high", "low", "close", "valid"]
+
+
+def _points(key: tuple, forecast: Forecast, origin_close: float, target_dates: list[str], actual: np.ndarray, valid: bool) -> list[tuple]:
+    """One ``POINT_COLUMNS`` row per forecast day: what the model said beside what happened.
+
+    The called direction is the sign of the forecast close minus the origin's close, or the model's own
+    ``info["direction"]`` for direction-only models.
+    """
+    f = forecast.frame
+    horizon = len(target_dates)
+    nothing = np.full(horizon, np.nan)
+    said = np.column_stack([f[c].to_numpy(float) for c in PRICE_FIELDS])
+    volume = f["capacity"].to_numpy(float) if "capacity" in f.columns else nothing
+    lo, hi = (f["close_lo"].to_numpy(float), f["close_hi"].to_numpy(float)) if forecast.has_interval() else (nothing, nothing)
+    direction = forecast.info.get("direction")
+    return [(*key, k + 1, target_dates[k], origin_close, *said[k], volume[k], lo[k], hi[k],
+             float(np.sign(direction if direction is not None else said[k, 3] - origin_close)), *actual[k], valid)
+            for k in range(horizon)]
 
 
 def _forecast(model: Forecaster, history: pd.DataFrame, horizon: int, code: str, previous_close: float,
