@@ -122,7 +122,7 @@ def test_the_packaged_gemma_tokenizer_is_the_real_gemma_bpe(tmp_path):
     text = prompt_text(tokenizer, [{"role": "user", "content": "Open: 141.5"}])
     assert text == "<bos><start_of_turn>user\nOpen: 141.5<end_of_turn>\n<start_of_turn>model\n"
     pieces = tokenizer.convert_ids_to_tokens(tokenizer(text, add_special_tokens=False)["input_ids"])
-    assert pieces[:2] == ["<bos>", "<start_of_turn>"] and "<end_of_turn>" in pieces and ["1", "4", "1"] == pieces[-9:-6]
+    assert pieces[:2] == ["<bos>", "<start_of_turn>"] and "<end_of_turn>" in pieces and ["1", "4", "1", ".", "5"] == pieces[-11:-6]
     json.loads((folder / "config.json").read_text())
 
 
@@ -134,10 +134,10 @@ def test_packaged_gemma_fine_tunes_on_cpu_and_gives_a_parseable_forecast(snapsho
     from stockllm.predictor import StockPredictor
 
     spec = DatasetSpec(windows=[(1, 1)], max_seq_length=512)
-    config = TrainConfig(model_dir=str(tmp_path / "model"), output_dir=str(tmp_path / "out"), max_steps=6, batch_size=2,
+    config = TrainConfig(model_dir=str(tmp_path / "model"), output_dir=str(tmp_path / "out"), max_steps=3, batch_size=2,
                          gradient_accumulation_steps=1, learning_rate=5e-4, report_to="none", max_seq_length=512)
-    record = fine_tune(snapshot_data_dir, ["2330", "9921"], spec, config, eval_limit=4, say=print)
-    assert record["steps"] == 6 and record["final_val_loss"] is not None
+    record = fine_tune(snapshot_data_dir, ["2330", "9921"], spec, config, eval_limit=2, say=print)
+    assert record["steps"] == 3 and record["final_val_loss"] is not None
     forecast = StockPredictor(tmp_path / "model", snapshot_data_dir).inference("9921", past=1, future=1, context="none")
     assert forecast.horizon == 1 and forecast.info["parsed"] >= 1
     assert forecast.frame["close"].iloc[0] > 0

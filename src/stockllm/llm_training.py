@@ -264,7 +264,8 @@ def train_lora(loaded: LoadedModel, splits: dict[str, list[dict]], config: Any, 
     start = time.monotonic()
     output = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.monotonic() - start
-    val_loss = trainer.evaluate()["eval_loss"] if val.examples else None
+    final_evals = [e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e and e.get("step") == trainer.state.global_step]
+    val_loss = final_evals[-1] if final_evals else (trainer.evaluate()["eval_loss"] if val.examples else None)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     return TrainResult(
         steps=trainer.state.global_step,

@@ -152,7 +152,10 @@ class LLMForecaster:
 
     @staticmethod
     def _judge(text: str, fields: list[str], horizon: int, previous_close: float, dates: list[str]) -> Attempt:
-        parsed = prompts.parse_answer(text, fields, expected_days=horizon)
+        try:
+            parsed = prompts.parse_answer(text, fields, expected_days=horizon)
+        except (OverflowError, ValueError) as exc:  # e.g. a 30-digit volume: unreadable, like any malformed answer
+            return Attempt(text, reason=f"unreadable number in the answer ({exc})")
         if parsed.rows is None:
             return Attempt(text, reason=parsed.reason)
         return Attempt(text, rows=parsed.rows, problems=validate_forecast(parsed.rows, previous_close, dates))
