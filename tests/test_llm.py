@@ -122,7 +122,7 @@ def test_the_packaged_gemma_tokenizer_is_the_real_gemma_bpe(tmp_path):
     text = prompt_text(tokenizer, [{"role": "user", "content": "Open: 141.5"}])
     assert text == "<bos><start_of_turn>user\nOpen: 141.5<end_of_turn>\n<start_of_turn>model\n"
     pieces = tokenizer.convert_ids_to_tokens(tokenizer(text, add_special_tokens=False)["input_ids"])
-    assert pieces[:2] == ["<bos>", "<start_of_turn>"] and "<end_of_turn>" in pieces and ["1", "4", "1", ".", "5"] == pieces[-11:-6]
+    assert pieces[:2] == ["<bos>", "<start_of_turn>"] and "<end_of_turn>" in pieces and ["1", "4", "1", ".", "5"] == pieces[-10:-5]
     json.loads((folder / "config.json").read_text())
 
 
