@@ -150,3 +150,10 @@ def test_parser_cuts_extra_days_beyond_the_expected_number():
 def test_parser_fails_with_a_reason_instead_of_raising(text, reason):
     parsed = prompts.parse_answer(text, "seed-example", expected_days=1)
     assert parsed.rows is None and reason in parsed.reason
+
+
+def test_a_number_beyond_any_market_figure_makes_its_day_unreadable_not_a_crash():
+    answer = ("The next 1 day price is: Date:\n 2025-01-06, Open: 139.5, High: 144.5, Low: 137.5, Close: 143.0, "
+              "Capacity: 99999999999999999999999999\n")
+    parsed = prompts.parse_answer(answer, "seed-example", expected_days=1)
+    assert parsed.rows is None and "capacity" in parsed.reason and "out of range" in parsed.reason

@@ -226,8 +226,15 @@ class ParsedAnswer:
         return self.rows is not None
 
 
+_LARGEST = 1e15
+"""Bigger than any TWSE/TPEx price, share count, turnover or trade count; larger numbers are generation noise."""
+
+
 def _number(text: str, column: str) -> float | int:
+    """The value of a number in the answer; raises ValueError when it is beyond any real market figure."""
     value = float(text.replace(",", ""))
+    if not abs(value) < _LARGEST:
+        raise ValueError(f"{column} {text[:20]} is out of range")
     return int(round(value)) if column in INT_COLUMNS else value
 
 
@@ -265,11 +272,15 @@ def parse_answer(text: str, fields: str | Sequence[str], expected_days: int | No
             continue
         end = dates[i + 1].start() if i + 1 < len(dates) else len(text)
         values: dict[str, float | int | None] = {}
-        for pair in _PAIR.finditer(text, match.end(), end):
-            column = _ALIASES.get(pair.group("label").lower())
-            if column in wanted and column not in values:
-                raw = pair.group("value") or pair.group("bare")
-                values[column] = None if raw is None else _number(raw, column)
+        try:
+            for pair in _PAIR.finditer(text, match.end(), end):
+                column = _ALIASES.get(pair.group("label").lower())
+                if column in wanted and column not in values:
+                    raw = pair.group("value") or pair.group("bare")
+                    values[column] = None if raw is None else _number(raw, column)
+        except ValueError as exc:
+            incomplete.append(f"{day}: {exc}")
+            continue
         lacking = [c for c in wanted if c not in values]
         if lacking:
             incomplete.append(f"{day} lacks {', '.join(lacking)}")

@@ -152,10 +152,7 @@ class LLMForecaster:
 
     @staticmethod
     def _judge(text: str, fields: list[str], horizon: int, previous_close: float, dates: list[str]) -> Attempt:
-        try:
-            parsed = prompts.parse_answer(text, fields, expected_days=horizon)
-        except (OverflowError, ValueError) as exc:  # e.g. a 30-digit volume: unreadable, like any malformed answer
-            return Attempt(text, reason=f"unreadable number in the answer ({exc})")
+        parsed = prompts.parse_answer(text, fields, expected_days=horizon)
         if parsed.rows is None:
             return Attempt(text, reason=parsed.reason)
         return Attempt(text, rows=parsed.rows, problems=validate_forecast(parsed.rows, previous_close, dates))
