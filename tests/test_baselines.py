@@ -137,8 +137,8 @@ def test_model_list_parsing_refuses_empty_and_duplicate_entries():
             parse_model_list(bad)
 
 
-def test_a_fine_tuned_model_counts_as_trained_until_the_end_of_its_train_and_validation_data():
+def test_a_fine_tuned_model_counts_as_trained_until_the_end_of_its_train_split():
     info = {"data_range": {"train": {"first": "2023-03-01", "last": "2025-11-28"}, "validation": {"first": "2025-12-08", "last": "2026-01-16"},
                            "test": {"first": "2026-01-26", "last": "2026-06-23"}}}
-    assert trained_until(info) == "2026-01-16"
+    assert trained_until(info) == "2025-11-28"
     assert trained_until({}) is None

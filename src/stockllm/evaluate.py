@@ -163,7 +163,8 @@ def walk_forward(prices: Mapping[str, pd.DataFrame], models: Mapping[str, Foreca
     for window in windows:
         past, horizon = window
         wname = window_name(window)
-        for code, frame in prices.items():
+        for number, (code, frame) in enumerate(prices.items(), 1):
+            say(f"  window {wname}: {code} ({number}/{len(prices)})")
             dates = frame["date"].tolist()
             first = int(np.searchsorted(dates, start))
             origins = range(max(first - 1, past - 1), len(frame) - horizon)

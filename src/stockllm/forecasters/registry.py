@@ -81,13 +81,13 @@ def make_forecaster(spec: str) -> Forecaster:
 
 
 def trained_until(training_info: dict) -> str | None:
-    """Last day a fine-tuned model learned from (its train and validation splits), from ``training_info.json``.
+    """Last day a fine-tuned model learned from — its train split's — read from ``training_info.json``.
 
-    The evaluation refuses to judge a model on days it has seen (``evaluate._check_training_range``).
+    The validation split only reports a loss (no checkpoint is chosen by it), so it does not count. The
+    evaluation refuses to judge a model on days it has learned from (``evaluate._check_training_range``).
     """
-    ranges = training_info.get("data_range") or {}
-    lasts = [r["last"] for split, r in ranges.items() if split in ("train", "validation") and r and r.get("last")]
-    return max(lasts) if lasts else None
+    train = (training_info.get("data_range") or {}).get("train") or {}
+    return train.get("last")
 
 
 def parse_model_list(text: str) -> list[str]:
