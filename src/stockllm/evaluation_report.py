@@ -161,6 +161,7 @@ def _save_figure(figure, path: Path) -> Path | None:
     os.close(fd)
     try:
         figure.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the report's plots from other users
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
