@@ -141,3 +141,18 @@ def test_packaged_gemma_fine_tunes_on_cpu_and_gives_a_parseable_forecast(snapsho
     forecast = StockPredictor(tmp_path / "model", snapshot_data_dir).inference("9921", past=1, future=1, context="none")
     assert forecast.horizon == 1 and forecast.info["parsed"] >= 1
     assert forecast.frame["close"].iloc[0] > 0
+
+
+def test_generation_stops_once_the_asked_number_of_day_lines_is_written(tiny_model):
+    import torch
+    from transformers import AutoTokenizer
+
+    from stockllm.forecasters.llm import _days_written
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    prompt = tokenizer("Predict:", add_special_tokens=False)["input_ids"]
+    one_day = tokenizer(" 2026-05-13, Open: 1.0\n", add_special_tokens=False)["input_ids"]
+    two_days = tokenizer(" 2026-05-13, Open: 1.0\n 2026-05-14, Open: 2.0\n", add_special_tokens=False)["input_ids"]
+    stop = _days_written(tokenizer, len(prompt), days=2)
+    assert stop(torch.tensor([prompt + one_day]), None).tolist() == [False]
+    assert stop(torch.tensor([prompt + two_days]), None).tolist() == [True]

@@ -95,7 +95,7 @@ class ScriptedGenerator:
     def answer_budget(self, *args):
         return self.real.answer_budget(*args)
 
-    def generate(self, messages, *, max_new_tokens, samples=1, sample=False, seed=0):
+    def generate(self, messages, *, max_new_tokens, samples=1, sample=False, seed=0, days=None):
         self.calls.append(sample)
         return [self.answers.pop(0) for _ in range(samples)]
 

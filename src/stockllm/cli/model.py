@@ -112,7 +112,9 @@ def run_predict(args: argparse.Namespace) -> int:
         print_json(forecast_record(forecast))
         return 0
     print(f"{meta['code']} {meta['name_zh']}: {args.future} trading days after {meta['as_of']} (model {args.model_dir}, {meta['samples_used']} answer(s))")
-    print(forecast.frame.to_string(float_format=lambda v: f"{v:,.2f}"))
+    table = forecast.frame.copy()
+    table["capacity"] = table["capacity"].round().astype("Int64")  # shares are whole numbers
+    print(table.to_string(float_format=lambda v: f"{v:,.2f}"))
     return 0
 
 

@@ -13,6 +13,7 @@ attempt gave a valid one, and then carries ``info["valid"] = False`` and the pro
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -68,6 +69,26 @@ def choose_past(spec: DatasetSpec, horizon: int) -> int:
     return longer[0][1] if longer else max(spec.windows, key=lambda w: (w[1], -w[0]))[0]
 
 
+_DAY_LINE = re.compile(r"\d{4}\s*[-/.]\s*\d{1,2}\s*[-/.]\s*\d{1,2}[^\n]*\n")
+
+
+def _days_written(tokenizer: Any, prompt_length: int, days: int):
+    """A stopping criterion: a sequence is done once it holds ``days`` complete day lines.
+
+    A lightly trained model often keeps writing days after the answer instead of its end-of-turn token;
+    those extra tokens cost seconds each on a CPU and are cut off by the parser anyway.
+    """
+    import torch
+    from transformers import StoppingCriteria
+
+    class DaysWritten(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            texts = tokenizer.batch_decode(input_ids[:, prompt_length:], skip_special_tokens=True)
+            return torch.tensor([len(_DAY_LINE.findall(text)) >= days for text in texts], device=input_ids.device)
+
+    return DaysWritten()
+
+
 class LLMGenerator:
     """A loaded fine-tuned model that turns chat messages into answer texts."""
 
@@ -78,9 +99,12 @@ class LLMGenerator:
     def prompt_ids(self, messages: list[dict]) -> list[int]:
         return encode_prompt(self.loaded.tokenizer, messages)
 
-    def generate(self, messages: list[dict], *, max_new_tokens: int, samples: int = 1, sample: bool = False, seed: int = 0) -> list[str]:
-        """``samples`` answers: greedy (deterministic) unless ``sample``; sampling is seeded."""
+    def generate(self, messages: list[dict], *, max_new_tokens: int, samples: int = 1, sample: bool = False, seed: int = 0,
+                 days: int | None = None) -> list[str]:
+        """``samples`` answers: greedy (deterministic) unless ``sample``; sampling is seeded.
+        With ``days``, a sequence stops once it has written that many day lines."""
         import torch
+        from transformers import StoppingCriteriaList
 
         model, tokenizer = self.loaded.model, self.loaded.tokenizer
         device = next(model.parameters()).device
@@ -89,6 +113,8 @@ class LLMGenerator:
         if sample:
             torch.manual_seed(seed)
             options = {"do_sample": True, "temperature": SAMPLE_TEMPERATURE, "top_p": 0.95, "top_k": 0}
+        if days:
+            options["stopping_criteria"] = StoppingCriteriaList([_days_written(tokenizer, ids.shape[1], days)])
         with torch.inference_mode():
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                                  num_return_sequences=samples, eos_token_id=self.stop_ids, pad_token_id=tokenizer.pad_token_id,
@@ -144,7 +170,8 @@ class LLMForecaster:
         tries: list[Attempt] = []
         for round_ in range(self.attempts):
             sample = self.samples > 1 or round_ > 0  # greedy is deterministic: retries must sample
-            texts = self.generator.generate(messages, max_new_tokens=budget, samples=self.samples, sample=sample, seed=self.seed + round_)
+            texts = self.generator.generate(messages, max_new_tokens=budget, samples=self.samples, sample=sample, seed=self.seed + round_,
+                                             days=horizon)
             tries.extend(self._judge(text, fields, horizon, previous_close, dates) for text in texts)
             if sum(t.valid for t in tries) >= self.samples:
                 break
