@@ -8,13 +8,12 @@ matplotlib finds is used, and without one the title falls back to the stock code
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
+from . import store
 from .errors import StockLLMError
 from .forecasters.base import Forecast
 
@@ -50,7 +49,6 @@ def kline_chart(history: pd.DataFrame, forecast: Forecast, path: Path | str, tit
 
     matplotlib.use("Agg")
     logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)  # CJK fonts ship one weight: fine
-    import matplotlib.pyplot as plt
     import mplfinance as mpf
 
     if len(history) == 0 or forecast.horizon == 0:
@@ -88,13 +86,4 @@ def kline_chart(history: pd.DataFrame, forecast: Forecast, path: Path | str, tit
     for axis in axes[:: 2]:
         axis.axvspan(len(past) - 0.5, len(table) - 0.5, color="#ffdf80", alpha=0.25, zorder=0)
     axes[0].text(len(past) - 0.4, axes[0].get_ylim()[1], " forecast", va="top", ha="left", fontsize=9, color="#8a6d00")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    return store.atomic_save_figure(fig, path, dpi=110)

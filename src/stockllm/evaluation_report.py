@@ -7,9 +7,7 @@ atomic writes (plots via a temp file + ``os.replace``), so an interrupted run ne
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -157,16 +155,7 @@ def _save_figure(figure, path: Path) -> Path | None:
     """Save a matplotlib figure atomically (temp file in the same folder, then ``os.replace``)."""
     if figure is None:
         return None
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        figure.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the report's plots from other users
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-        _pyplot().close(figure)
-    return path
+    return store.atomic_save_figure(figure, path, dpi=110, bbox_inches="tight")
 
 
 def _error_by_horizon(result: WalkForward, scores: dict):

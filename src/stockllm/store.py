@@ -58,6 +58,24 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def atomic_save_figure(figure: Any, path: Path, **savefig_options: Any) -> Path:
+    """Save a matplotlib ``figure`` to ``path`` atomically (charts, report plots) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        figure.savefig(tmp, **savefig_options)
+        os.chmod(tmp, _FILE_MODE)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+        plt.close(figure)
+    return path
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     """JSON counterpart of :func:`atomic_write_text` (UTF-8, Chinese kept readable)."""
     atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=1) + "\n")

@@ -26,6 +26,7 @@ from typing import Mapping
 
 import pandas as pd
 
+from .. import store
 from ..errors import StockLLMError
 from ..forecasters.base import Forecaster
 from ..market import to_date
@@ -216,8 +217,6 @@ def buy_and_hold(prices: Mapping[str, pd.DataFrame], start: date | str, end: dat
 def write_report(results: list[BacktestResult], benchmark: BacktestResult, gross: pd.Series, out_dir: Path,
                  settings: dict) -> dict:
     """``OUT/backtest.json`` (metrics, settings, trades) and ``OUT/equity.png``; returns the JSON object."""
-    from .. import store
-
     out_dir = Path(out_dir)
     report = {
         "settings": settings,
@@ -248,8 +247,4 @@ def _plot(results: list[BacktestResult], benchmark: BacktestResult, gross: pd.Se
     ax.legend()
     ax.grid(alpha=0.3)
     fig.autofmt_xdate()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    store.atomic_save_figure(fig, path, dpi=100)
