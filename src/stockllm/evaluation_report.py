@@ -158,53 +158,52 @@ def _save_figure(figure, path: Path) -> Path | None:
     return store.atomic_save_figure(figure, path, dpi=110, bbox_inches="tight")
 
 
-def _error_by_horizon(result: WalkForward, scores: dict):
-    """MAPE of the close by horizon day, one panel per window, one line per model."""
+def _by_step_panels(result: WalkForward, scores: dict, key: str, value, ylabel: str, title: str, decorate=None):
+    """One panel per window holding ``scores[window][model][key]`` (a by-horizon-day mapping) per model.
+
+    ``value`` reads the plotted number from one day's entry; ``decorate(ax, window)`` adds what a plot
+    needs beyond the shared axes. ``None`` when no window has ``key``.
+    """
     plt = _pyplot()
-    windows = [w for w in result.windows if any("by_step" in m for m in scores.get(window_name(w), {}).values())]
+    windows = [w for w in result.windows if any(key in m for m in scores.get(window_name(w), {}).values())]
     if not windows:
         return None
     colours = _colours(result.models)
     figure, axes = plt.subplots(1, len(windows), figsize=(4.5 * len(windows), 3.6), squeeze=False)
     for ax, window in zip(axes[0], windows):
         for name, m in scores[window_name(window)].items():
-            if "by_step" not in m:
-                continue
-            steps = sorted(m["by_step"])
-            ax.plot(steps, [m["by_step"][s]["mape"] for s in steps], marker="o", label=name,
-                    linewidth=2.5 if name == BASELINE else 1.2, color=colours[name])
+            if key in m:
+                steps = sorted(m[key])
+                ax.plot(steps, [value(m[key][s]) for s in steps], marker="o", label=name,
+                        linewidth=2.5 if name == BASELINE else 1.2, color=colours[name])
+        if decorate is not None:
+            decorate(ax, window)
         ax.set_title(f"window {window_name(window)}")
         ax.set_xlabel("trading days after the origin")
-        ax.set_ylabel("MAPE of close (%)")
-        ax.set_xticks(range(1, window[1] + 1, max(1, window[1] // 10)))
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=8)
-    figure.suptitle("Close-price error by horizon day")
+    figure.suptitle(title)
     return figure
+
+
+def _error_by_horizon(result: WalkForward, scores: dict):
+    """MAPE of the close by horizon day, one panel per window, one line per model."""
+    def ticks(ax, window) -> None:
+        ax.set_xticks(range(1, window[1] + 1, max(1, window[1] // 10)))
+
+    return _by_step_panels(result, scores, "by_step", lambda day: day["mape"], "MAPE of close (%)",
+                           "Close-price error by horizon day", ticks)
 
 
 def _calibration(result: WalkForward, scores: dict):
     """Observed coverage of the 80% intervals by horizon day, against the nominal 80%."""
-    plt = _pyplot()
-    windows = [w for w in result.windows if any("coverage80_by_step" in m for m in scores.get(window_name(w), {}).values())]
-    if not windows:
-        return None
-    colours = _colours(result.models)
-    figure, axes = plt.subplots(1, len(windows), figsize=(4.5 * len(windows), 3.6), squeeze=False)
-    for ax, window in zip(axes[0], windows):
-        for name, m in scores[window_name(window)].items():
-            if "coverage80_by_step" in m:
-                steps = sorted(m["coverage80_by_step"])
-                ax.plot(steps, [m["coverage80_by_step"][s] for s in steps], marker="o", label=name, color=colours[name])
+    def nominal(ax, _window) -> None:
         ax.axhline(0.8, color="grey", linestyle="--", label="nominal 80%")
         ax.set_ylim(0, 1)
-        ax.set_title(f"window {window_name(window)}")
-        ax.set_xlabel("trading days after the origin")
-        ax.set_ylabel("share of actual closes inside")
-        ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8)
-    figure.suptitle("80% interval calibration")
-    return figure
+
+    return _by_step_panels(result, scores, "coverage80_by_step", lambda day: day, "share of actual closes inside",
+                           "80% interval calibration", nominal)
 
 
 def _candles(ax, frame: pd.DataFrame, positions: np.ndarray, alpha: float = 1.0) -> None:
