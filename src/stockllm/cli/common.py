@@ -67,13 +67,3 @@ def info(message: str) -> None:
     """Progress and explanations go to stderr, so stdout stays machine-readable with --json."""
     print(message, file=sys.stderr, flush=True)
 
-
-def not_built(feature: str, issue: int):
-    """Handler for a subcommand whose implementation has not landed yet."""
-
-    def handler(_args: argparse.Namespace) -> int:
-        from ..errors import StockLLMError
-
-        raise StockLLMError(f"`{feature}` is not built yet (tracked in issue {issue})")
-
-    return handler

@@ -34,8 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     predict = sub.add_parser("predict", help="forecast the next trading days of one company with a fine-tuned model")
     add_data_args(predict, only=["data_dir"])
-    add_settings_model = add_train_args  # the model options (model dir, base model, quantisation) are the training ones
-    add_settings_model(predict)
+    add_train_args(predict)  # the model options (model dir, base model, quantisation) are the training ones
     add_predict_args(predict)
     predict.set_defaults(func=run_predict)
 
