@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from stockllm import store
-from stockllm.charts import DOWN, UP, cjk_font, kline_chart
+from stockllm.charts import DOWN, UP, cjk_font, kline_chart, price_limits
 from stockllm.errors import StockLLMError
 from stockllm.forecasters.base import make_forecast
 
@@ -34,6 +34,12 @@ def test_chart_is_a_png_with_red_up_and_green_down_candles(history, tmp_path):
     assert tuple(int(UP[i:i + 2], 16) for i in (1, 3, 5)) in colours
     assert tuple(int(DOWN[i:i + 2], 16) for i in (1, 3, 5)) in colours
     assert not list(tmp_path.glob(".*.png")), "no temporary file is left behind"
+
+
+def test_the_price_axis_spans_an_interval_wider_than_the_candles():
+    low, high = price_limits([95.0, 105.0, 80.0, 130.0])
+    assert low < 80.0 and high > 130.0 and high - low == pytest.approx(50.0 * 1.1)
+    assert price_limits([100.0, 100.0]) == (99.0, 101.0)  # a flat line still gets an axis
 
 
 def test_title_without_a_cjk_font_falls_back_to_the_code(history, tmp_path, monkeypatch):

@@ -144,6 +144,12 @@ def test_choose_past_prefers_a_trained_window_for_the_horizon():
     assert choose_past(spec, 5) == 5 and choose_past(spec, 1) == 1 and choose_past(spec, 10) == 60 and choose_past(spec, 30) == 60
 
 
+def test_choose_past_shows_all_given_days_when_they_make_a_trained_window():
+    spec = DatasetSpec(windows=[(5, 5), (20, 5)])
+    assert choose_past(spec, 5, available=20) == 20  # evaluating window 20:5 shows 20 days, not 5
+    assert choose_past(spec, 5, available=300) == 5  # a long history that is no trained window: shortest past
+
+
 def test_context_option_maps_auto_none_and_text():
     assert context_text("") is None and context_text("auto") is None and context_text("none") == ""
     assert context_text("TSMC raised guidance") == "TSMC raised guidance"

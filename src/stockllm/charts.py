@@ -41,6 +41,14 @@ def _ohlcv(frame: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def price_limits(prices: list[float]) -> tuple[float, float]:
+    """The price axis spanning ``prices`` with a 5% margin. mplfinance fits the axis to the candles alone, which
+    would cut off an interval line reaching beyond them."""
+    low, high = float(min(prices)), float(max(prices))
+    pad = 0.05 * (high - low) or 0.01 * abs(high) or 1.0
+    return low - pad, high + pad
+
+
 def kline_chart(history: pd.DataFrame, forecast: Forecast, path: Path | str, title: str = "") -> Path:
     """Save a PNG of ``history`` (store format) followed by ``forecast``; returns the path."""
     import logging
@@ -70,20 +78,26 @@ def kline_chart(history: pd.DataFrame, forecast: Forecast, path: Path | str, tit
     style = mpf.make_mpf_style(base_mpf_style="default", marketcolors=colours, gridstyle=":", rc=rc)
     overrides = [None] * len(past) + [hollow] * len(ahead)
     extra = []
-    if forecast.has_interval():
-        for column in ("close_lo", "close_hi"):
-            series = pd.Series(float("nan"), index=table.index)
-            series.iloc[len(past):] = forecast.frame[column].to_numpy(dtype=float)
-            extra.append(mpf.make_addplot(series, color="#7f7f7f", linestyle="--", width=1))
-    volume = bool(table["Volume"].notna().any())
     options: dict = {}
-    if extra:  # mplfinance rejects addplot=None
-        options["addplot"] = extra
+    if forecast.has_interval():
+        bounds = forecast.frame[["close_lo", "close_hi"]].to_numpy(dtype=float)
+        for column, values in zip(("close_lo", "close_hi"), bounds.T):
+            series = pd.Series(float("nan"), index=table.index)
+            series.iloc[len(past):] = values
+            extra.append(mpf.make_addplot(series, color="#7f7f7f", linestyle="--", width=1))
+        options["addplot"] = extra  # mplfinance rejects addplot=None
+        options["ylim"] = price_limits([table["Low"].min(), table["High"].max(), bounds.min(), bounds.max()])
+    volume = bool(table["Volume"].notna().any())
     fig, axes = mpf.plot(table, type="candle", style=style, volume=volume, **options,
                          marketcolor_overrides=overrides, mco_faceonly=False, returnfig=True, figsize=(10, 6),
                          title=title, ylabel="price (TWD)", ylabel_lower="volume (shares)" if volume else "",
                          datetime_format="%m-%d", xrotation=45, tight_layout=True, warn_too_much_data=10_000)
     for axis in axes[:: 2]:
         axis.axvspan(len(past) - 0.5, len(table) - 0.5, color="#ffdf80", alpha=0.25, zorder=0)
+    if volume:  # mplfinance colours volume bars by direction only: fade and hatch the forecast's
+        bars = [bar for container in axes[2].containers for bar in container]
+        for bar in bars[len(past):]:
+            bar.set_alpha(0.4)
+            bar.set_hatch("///")
     axes[0].text(len(past) - 0.4, axes[0].get_ylim()[1], " forecast", va="top", ha="left", fontsize=9, color="#8a6d00")
     return store.atomic_save_figure(fig, path, dpi=110)

@@ -1,12 +1,15 @@
-"""LoRA supervised fine-tuning: the write-up's trainer settings on a ``transformers.Trainer``.
+"""LoRA supervised fine-tuning: TRL's ``SFTTrainer`` with the write-up's settings as an ``SFTConfig``.
 
-Why not TRL's ``SFTTrainer`` here: on CPU its loss computes full-vocabulary logits for every token of
-every prompt (Gemma's vocabulary is 262,144 words), although only the answer carries loss. This trainer
-runs the decoder, then applies the LM head only at answer positions (labels != -100) and takes the same
-token-summed cross-entropy — mathematically the loss the model's own forward gives, a fraction of the work
-(``bench/bench_train.py`` measures it side by side with a default ``SFTTrainer``). Everything else —
-optimiser, schedule, gradient accumulation, checkpoints, ``--resume``, TensorBoard under
-``<output-dir>/runs``, evaluation on the validation split — is the stock ``Trainer``.
+The examples are tokenised once by :func:`llm_chat.encode_example` (the same prompt text inference
+builds) and handed to ``SFTTrainer`` as ``input_ids`` + ``labels``, so TRL trains on exactly the tokens
+``predict`` will feed the model. On the transformers backend the loss is computed by
+:func:`answer_loss`: the decoder runs on every token, the LM head only at answer positions
+(labels != -100) — the token-summed cross-entropy the model's own forward gives, a fraction of the work
+for Gemma's 262,144-word vocabulary. TRL's default loss pads those positions up to chunks of 256 and
+recomputes the head under checkpointing, and its default bf16 is emulated (slow) on CPUs without native
+bf16; ``bench/bench_train.py`` measures the two side by side. Everything else — optimiser, schedule,
+gradient accumulation, checkpoints, ``--resume``, TensorBoard under ``<output-dir>/runs``, evaluation on the
+validation split — is the stock trainer.
 """
 
 from __future__ import annotations
@@ -99,10 +102,10 @@ def answer_loss(model: Any, batch: dict[str, torch.Tensor], num_items: int | tor
 
 
 def _trainer_class():
-    from transformers import Trainer
+    from trl import SFTTrainer
 
-    class AnswerOnlyTrainer(Trainer):
-        """``Trainer`` whose loss computes the LM head only at answer positions; counts trained tokens."""
+    class AnswerOnlySFTTrainer(SFTTrainer):
+        """``SFTTrainer`` whose loss computes the LM head only at answer positions; counts trained tokens."""
 
         tokens_seen = 0
 
@@ -112,7 +115,7 @@ def _trainer_class():
             loss = answer_loss(model, inputs, num_items_in_batch)
             return (loss, {"loss": loss}) if return_outputs else loss
 
-    return AnswerOnlyTrainer
+    return AnswerOnlySFTTrainer
 
 
 # --- training --------------------------------------------------------------------------------------------
@@ -164,9 +167,13 @@ def precision_flags() -> dict[str, bool]:
     return {"bf16": cpu_has_native_bf16(), "fp16": False}
 
 
-def training_arguments(config: Any, *, steps_hint: int, eval_steps: int, optim: str, **overrides: Any):
-    """``TrainingArguments`` from the write-up's flags (a ``TrainConfig`` or argparse namespace)."""
-    from transformers import TrainingArguments
+def sft_config(config: Any, *, steps_hint: int, eval_steps: int, optim: str, **overrides: Any):
+    """TRL's ``SFTConfig`` from the write-up's flags (a ``TrainConfig`` or argparse namespace).
+
+    Gradient checkpointing is left to :func:`llm_backends.add_lora` (on for GPUs and quantised models, where
+    memory is short; off on CPU, where it would only add a second forward pass).
+    """
+    from trl import SFTConfig
 
     report = [] if config.report_to in ("none", "", None) else [config.report_to]
     values = dict(
@@ -195,13 +202,17 @@ def training_arguments(config: Any, *, steps_hint: int, eval_steps: int, optim: 
         dataloader_num_workers=0,
         disable_tqdm=True,
         use_cpu=not cuda_available(),
+        max_length=config.max_seq_length,
+        gradient_checkpointing=False,
+        loss_type="nll",  # the model's own loss where the trainer does not replace it (unsloth's fused one)
+        dataset_kwargs={"skip_prepare_dataset": True},  # encode_split already tokenised, labelled and length-checked
         **precision_flags(),
     )
     values.update(overrides)
-    return TrainingArguments(**values)
+    return SFTConfig(**values)
 
 
-def _progress_callback(say: Callable[[str], None]):
+def progress_callback(say: Callable[[str], None]):
     from transformers import TrainerCallback
 
     class Progress(TrainerCallback):
@@ -246,19 +257,21 @@ def train_lora(loaded: LoadedModel, splits: dict[str, list[dict]], config: Any, 
     say(f"training {steps} steps × {per_step} examples on {len(train.examples)} examples ({loaded.backend} backend, "
         f"{trainable:,} trainable of {total:,} parameters = {100 * trainable / total:.2f}%)")
 
-    from transformers import PrinterCallback, Trainer
+    from datasets import Dataset
+    from transformers import PrinterCallback
+    from trl import SFTTrainer
 
     # unsloth brings its own fused loss kernels; the answer-only head is for the plain transformers backend
-    trainer_cls = Trainer if loaded.backend == "unsloth" else _trainer_class()
+    trainer_cls = SFTTrainer if loaded.backend == "unsloth" else _trainer_class()
     trainer = trainer_cls(
         model=loaded.model,
-        args=training_arguments(config, steps_hint=steps, eval_steps=eval_steps, optim=optim,
-                                eval_strategy="steps" if val.examples else "no"),
-        train_dataset=train.examples,
-        eval_dataset=val.examples or None,
+        args=sft_config(config, steps_hint=steps, eval_steps=eval_steps, optim=optim,
+                        eval_strategy="steps" if val.examples else "no"),
+        train_dataset=Dataset.from_list(train.examples),
+        eval_dataset=Dataset.from_list(val.examples) if val.examples else None,
         data_collator=lambda features: collate(features, tokenizer.pad_token_id),
         processing_class=tokenizer,
-        callbacks=[_progress_callback(say)],
+        callbacks=[progress_callback(say)],
     )
     trainer.remove_callback(PrinterCallback)  # progress goes to stderr through our own callback
     start = time.monotonic()

@@ -60,8 +60,12 @@ class Attempt:
         return {"text": self.text, "parsed": self.rows is not None, "reason": self.reason, "problems": self.problems}
 
 
-def choose_past(spec: DatasetSpec, horizon: int) -> int:
-    """Past days to show for ``horizon``: a trained window with that future (shortest past), else the nearest longer one."""
+def choose_past(spec: DatasetSpec, horizon: int, available: int | None = None) -> int:
+    """Past days to show for ``horizon``: all ``available`` days when that makes a trained window (evaluation hands
+    a window model exactly its window's past), else a trained window with that future (shortest past), else the
+    nearest longer one."""
+    if available is not None and (available, horizon) in spec.windows:
+        return available
     exact = [p for p, f in spec.windows if f == horizon]
     if exact:
         return min(exact)
@@ -153,7 +157,7 @@ class LLMForecaster:
 
     def messages(self, history: pd.DataFrame, horizon: int, code: str, context_text: str | None = None) -> list[dict]:
         """The user turn for a forecast after the last row of ``history`` (same builder as training)."""
-        past = choose_past(self.spec, horizon)
+        past = choose_past(self.spec, horizon, available=len(history))
         return history_messages(resolve(code), history, past, horizon, self.spec, data_dir=self.data_dir, context_text=context_text)
 
     def predict(self, history: pd.DataFrame, horizon: int, *, code: str | None = None, context_text: str | None = None) -> Forecast:
