@@ -13,7 +13,7 @@ from stockllm.config import TrainConfig
 from stockllm.errors import StockLLMError
 from stockllm.llm_backends import LoraSettings, add_lora, check_quantisation, choose_backend, load_base
 from stockllm.llm_chat import IGNORE_INDEX, encode_example, encode_prompt, prompt_text
-from stockllm.llm_training import answer_loss, collate, resolve_optim, train_lora
+from stockllm.llm_training import _trainer_class, answer_loss, collate, resolve_optim, sft_config, train_lora
 from tiny_llm import build_tiny_llm
 
 
@@ -63,6 +63,31 @@ def test_training_a_few_steps_lowers_the_loss_and_logs_to_tensorboard(tiny_model
     assert result.val_loss is not None and result.tokens > 0
     assert list((tmp_path / "out" / "runs").rglob("events.out.tfevents.*"))
     assert (tmp_path / "out" / "checkpoint-8").is_dir()
+
+
+def test_the_write_ups_flags_reach_trls_sft_config(tmp_path):
+    from trl import SFTConfig, SFTTrainer
+
+    config = TrainConfig(output_dir=str(tmp_path / "out"), batch_size=3, gradient_accumulation_steps=5, num_epochs=2, max_steps=7,
+                         learning_rate=3e-4, logging_steps=2, weight_decay=0.02, lr_scheduler_type="cosine", random_state=11,
+                         max_seq_length=777, report_to="tensorboard")
+    args = sft_config(config, steps_hint=7, eval_steps=2, optim="adamw_torch")
+    assert isinstance(args, SFTConfig) and issubclass(_trainer_class(), SFTTrainer)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.num_train_epochs, args.max_steps) == (3, 5, 2, 7)
+    assert (args.learning_rate, args.logging_steps, args.weight_decay, args.seed, args.max_length) == (3e-4, 2, 0.02, 11, 777)
+    assert args.lr_scheduler_type.value == "cosine" and args.optim.value == "adamw_torch" and args.report_to == ["tensorboard"]
+    assert args.output_dir == str(tmp_path / "out")
+
+
+def test_the_gpu_script_says_in_one_line_that_it_needs_cuda():
+    import subprocess
+    import sys
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU behaviour")
+    script = Path(__file__).resolve().parents[1] / "bench" / "gpu_unsloth.py"
+    done = subprocess.run([sys.executable, str(script), "--model-name", "packaged:gemma-3-270m"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "no CUDA GPU" in done.stderr
 
 
 def test_resume_continues_from_the_last_checkpoint(tiny_model, examples, tmp_path):
