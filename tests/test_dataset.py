@@ -98,6 +98,11 @@ def test_companies_lacking_a_field_sets_columns_are_skipped_and_listed(two_compa
     assert {e["code"] for _, e in examples(built)} == {"9921"}
 
 
+def test_an_empty_data_dir_is_refused_with_the_command_that_fills_it(tmp_path):
+    with pytest.raises(StockLLMError, match=r"no stored prices for these companies in .*run `stockllm fetch --data-dir"):
+        build_dataset(tmp_path, ["2330"], DatasetSpec(windows=[(1, 1)]))
+
+
 def test_a_build_where_no_company_has_the_columns_is_refused_naming_them(two_companies):
     with pytest.raises(StockLLMError, match="no company can be used with --fields ohlc-transaction .*no transaction values"):
         build_dataset(two_companies, ["5371"], DatasetSpec(fields="ohlc-transaction"))

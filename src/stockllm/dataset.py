@@ -468,6 +468,9 @@ def _build(data_dir: Path, companies: list[Company], spec: DatasetSpec, count_to
             skipped.append({"code": company.code, "name": company.name_zh, "reason": reason})
         else:
             loaded.append((company, stored))
+    if not loaded and all(s["reason"] == "no price file" for s in skipped):
+        raise StockLLMError(f"no stored prices for these companies in {data_dir}; run `stockllm fetch --data-dir {data_dir}` "
+                            "(add --offline for the bundled snapshot) or point --data-dir at your data")
     if not loaded:
         reasons = "; ".join(sorted({s["reason"] for s in skipped}))
         raise StockLLMError(f"no company can be used with --fields {spec.fields} ({reasons}); choose a field set these companies have (e.g. --fields seed-example) or fetch their full TWSE prices")

@@ -337,7 +337,7 @@ def fine_tune(data_dir: Path | str, companies: list, spec: Any, config: Any, *, 
     from .dataset import build_dataset
     from .llm_backends import LoraSettings, add_lora, load_base
 
-    say(f"building the dataset for {len(companies)} companies (windows {', '.join(f'{p}:{f}' for p, f in spec.windows)}, fields {spec.fields}, context {spec.context})")
+    say(f"building the dataset for {len(companies)} compan{'y' if len(companies) == 1 else 'ies'} (windows {', '.join(f'{p}:{f}' for p, f in spec.windows)}, fields {spec.fields}, context {spec.context})")
     built = build_dataset(data_dir, companies, spec)
     totals = built.metadata["totals"]
     say(f"  {totals['train']:,} training, {totals['validation']:,} validation, {totals['test']:,} test examples")
