@@ -4,8 +4,8 @@ Same model (default: the packaged Gemma 3 270M), same LoRA settings (the write-u
 batch size and number of steps, run one after the other in this process; prints tokens/s of each and the
 ratio. Tokens are the non-padding tokens of the examples trained on (identical for both).
 
-    .venv/bin/python bench/bench_train.py --fp32-baseline     # ~11 minutes on 2 AVX2 cores
-    .venv/bin/python bench/bench_train.py --steps 4 --batch-size 2 --windows 5:5
+    .venv/bin/python bench/bench_train.py --fp32-baseline     # about 12 minutes on 2 AVX2 cores
+    .venv/bin/python bench/bench_train.py --windows 5:5 --steps 1  # a week's window: TRL's bf16 step alone takes over 14 minutes here
 
 Both trainers' first step is included (model warm-up costs the same for both). Timings on a shared machine
 are noisy; the ratio measured side by side is what to compare. TRL's default is bf16: on a CPU without

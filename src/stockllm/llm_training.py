@@ -167,8 +167,9 @@ def precision_flags() -> dict[str, bool]:
     return {"bf16": cpu_has_native_bf16(), "fp16": False}
 
 
-def sft_config(config: Any, *, steps_hint: int, eval_steps: int, optim: str, **overrides: Any):
-    """TRL's ``SFTConfig`` from the write-up's flags (a ``TrainConfig`` or argparse namespace).
+def sft_config(config: Any, *, steps_hint: int, eval_steps: int, optim: str, evaluate: bool = True):
+    """TRL's ``SFTConfig`` from the write-up's flags (a ``TrainConfig`` or argparse namespace); ``evaluate``:
+    whether there is a validation split to evaluate every ``eval_steps``.
 
     Gradient checkpointing is left to :func:`llm_backends.add_lora` (on for GPUs and quantised models, where
     memory is short; off on CPU, where it would only add a second forward pass).
@@ -176,7 +177,7 @@ def sft_config(config: Any, *, steps_hint: int, eval_steps: int, optim: str, **o
     from trl import SFTConfig
 
     report = [] if config.report_to in ("none", "", None) else [config.report_to]
-    values = dict(
+    return SFTConfig(
         output_dir=config.output_dir,
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size,
@@ -192,7 +193,7 @@ def sft_config(config: Any, *, steps_hint: int, eval_steps: int, optim: str, **o
         seed=config.random_state,
         data_seed=config.random_state,
         report_to=report,
-        eval_strategy="steps",
+        eval_strategy="steps" if evaluate else "no",
         eval_steps=eval_steps,
         save_strategy="steps",
         save_steps=eval_steps,
@@ -208,8 +209,6 @@ def sft_config(config: Any, *, steps_hint: int, eval_steps: int, optim: str, **o
         dataset_kwargs={"skip_prepare_dataset": True},  # encode_split already tokenised, labelled and length-checked
         **precision_flags(),
     )
-    values.update(overrides)
-    return SFTConfig(**values)
 
 
 def progress_callback(say: Callable[[str], None]):
@@ -265,8 +264,7 @@ def train_lora(loaded: LoadedModel, splits: dict[str, list[dict]], config: Any, 
     trainer_cls = SFTTrainer if loaded.backend == "unsloth" else _trainer_class()
     trainer = trainer_cls(
         model=loaded.model,
-        args=sft_config(config, steps_hint=steps, eval_steps=eval_steps, optim=optim,
-                        eval_strategy="steps" if val.examples else "no"),
+        args=sft_config(config, steps_hint=steps, eval_steps=eval_steps, optim=optim, evaluate=bool(val.examples)),
         train_dataset=Dataset.from_list(train.examples),
         eval_dataset=Dataset.from_list(val.examples) if val.examples else None,
         data_collator=lambda features: collate(features, tokenizer.pad_token_id),
