@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from stockllm import store  # noqa: E402
 from stockllm.config import DEFAULT_MODEL, TrainConfig  # noqa: E402
 from stockllm.dataset import DatasetSpec, build_dataset  # noqa: E402
-from stockllm.llm_backends import LoraSettings, add_lora, cuda_available, load_base  # noqa: E402
-from stockllm.llm_chat import encode_example  # noqa: E402
-from stockllm.llm_training import precision_flags, progress_callback, train_lora  # noqa: E402
+from stockllm.llm.backends import LoraSettings, add_lora, cuda_available, load_base  # noqa: E402
+from stockllm.llm.chat import encode_example  # noqa: E402
+from stockllm.llm.training import precision_flags, progress_callback, train_lora  # noqa: E402
 
 
 def examples(data_dir: Path, codes: list[str], windows: str, count: int) -> list[dict]:

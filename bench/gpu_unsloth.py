@@ -48,9 +48,9 @@ def main() -> int:
     from stockllm import store
     from stockllm.config import TrainConfig
     from stockllm.dataset import DatasetSpec, build_dataset
-    from stockllm.forecasters.llm import LLMForecaster
-    from stockllm.llm_backends import LoraSettings, add_lora, load_base
-    from stockllm.llm_training import train_lora
+    from stockllm.llm.forecaster import LLMForecaster
+    from stockllm.llm.backends import LoraSettings, add_lora, load_base
+    from stockllm.llm.training import train_lora
 
     results = {}
     with tempfile.TemporaryDirectory() as scratch:

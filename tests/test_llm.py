@@ -11,9 +11,9 @@ import torch
 from stockllm import prompts, store
 from stockllm.config import TrainConfig
 from stockllm.errors import StockLLMError
-from stockllm.llm_backends import LoraSettings, add_lora, check_quantisation, choose_backend, load_base
-from stockllm.llm_chat import IGNORE_INDEX, encode_example, encode_prompt, prompt_text
-from stockllm.llm_training import _trainer_class, answer_loss, collate, resolve_optim, sft_config, train_lora
+from stockllm.llm.backends import LoraSettings, add_lora, check_quantisation, choose_backend, load_base
+from stockllm.llm.chat import IGNORE_INDEX, encode_example, encode_prompt, prompt_text
+from stockllm.llm.training import _trainer_class, answer_loss, collate, resolve_optim, sft_config, train_lora
 from tiny_llm import build_tiny_llm
 
 
@@ -135,7 +135,7 @@ def test_a_folder_that_is_not_a_model_is_a_clear_error(tmp_path):
 
 def test_the_packaged_gemma_tokenizer_is_the_real_gemma_bpe(tmp_path):
     """Built from the GGUF's merge ranks: real Gemma 3 ids, digits split, the turn markers one token each."""
-    from stockllm.llm_packaged import cache_root
+    from stockllm.llm.packaged import cache_root
 
     folder = cache_root() / "gemma-3-270m"
     if not (folder / "tokenizer.json").exists():
@@ -155,8 +155,8 @@ def test_the_packaged_gemma_tokenizer_is_the_real_gemma_bpe(tmp_path):
 def test_packaged_gemma_fine_tunes_on_cpu_and_gives_a_parseable_forecast(snapshot_data_dir, tmp_path):
     """The real offline model: build (or reuse) the cache, a few LoRA steps on 1-day windows, then forecast."""
     from stockllm.dataset import DatasetSpec
-    from stockllm.llm_training import fine_tune
-    from stockllm.predictor import StockPredictor
+    from stockllm.llm.training import fine_tune
+    from stockllm.llm.predictor import StockPredictor
 
     spec = DatasetSpec(windows=[(1, 1)], max_seq_length=512)
     config = TrainConfig(model_dir=str(tmp_path / "model"), output_dir=str(tmp_path / "out"), max_steps=3, batch_size=2,
@@ -172,7 +172,7 @@ def test_generation_stops_once_the_asked_number_of_day_lines_is_written(tiny_mod
     import torch
     from transformers import AutoTokenizer
 
-    from stockllm.forecasters.llm import _days_written
+    from stockllm.llm.forecaster import _days_written
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     prompt = tokenizer("Predict:", add_special_tokens=False)["input_ids"]

@@ -15,11 +15,11 @@ from stockllm.config import TrainConfig
 from stockllm.dataset import DatasetSpec, build_dataset
 from stockllm.errors import StockLLMError
 from stockllm.forecasters.base import Forecaster
-from stockllm.forecasters.llm import ForecastFailed, LLMForecaster, choose_past
-from stockllm.llm_backends import load_trained
-from stockllm.llm_chat import encode_prompt
-from stockllm.llm_training import fine_tune
-from stockllm.predictor import StockPredictor, context_text
+from stockllm.llm.forecaster import ForecastFailed, LLMForecaster, choose_past
+from stockllm.llm.backends import load_trained
+from stockllm.llm.chat import encode_prompt
+from stockllm.llm.training import fine_tune
+from stockllm.llm.predictor import StockPredictor, context_text
 from tiny_llm import build_tiny_llm
 
 CODES = ["9921", "2330"]

@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     from ..dataset import DatasetSpec, parse_windows
-    from ..llm_training import fine_tune
+    from ..llm.training import fine_tune
 
     started = time.monotonic()
     out = Path(args.out_dir)
@@ -79,8 +79,8 @@ def run_demo(args: argparse.Namespace) -> int:
 def forecast_companies(model_dir: str, data_dir: str, codes: list[str], window: tuple[int, int], out: Path) -> list[dict]:
     """Forecast each company with the fine-tuned model; a failure is recorded with its reason, not hidden."""
     from ..charts import kline_chart
-    from ..forecasters.llm import ForecastFailed
-    from ..predictor import StockPredictor
+    from ..llm.forecaster import ForecastFailed
+    from ..llm.predictor import StockPredictor
 
     predictor = StockPredictor(model_dir, data_dir)
     past, future = window

@@ -50,7 +50,7 @@ def train_config(args: argparse.Namespace):
 
 def run_train(args: argparse.Namespace, companies: list | None = None) -> int:
     from ..dataset import spec_from_args
-    from ..llm_training import fine_tune
+    from ..llm.training import fine_tune
     from ..universe import select_companies
 
     companies = companies or select_companies(args.company_list_file, args.codes)
@@ -89,7 +89,7 @@ def predict_context(value: str | None) -> str | None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from ..predictor import StockPredictor
+    from ..llm.predictor import StockPredictor
 
     predictor = StockPredictor(args.model_dir, args.data_dir, samples=args.samples)
     forecast = predictor.inference(args.code, args.past, args.future, predict_context(args.context), as_of=args.as_of)

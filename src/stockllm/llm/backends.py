@@ -6,7 +6,7 @@
 * **transformers + peft** — everywhere else, with the same LoRA settings. 4/8-bit loading needs CUDA and
   bitsandbytes; without them it is a one-line error instead of a silent full-precision load.
 
-``model_name`` is a hub name, a local folder, or ``packaged:gemma-3-270m`` (see :mod:`stockllm.llm_packaged`).
+``model_name`` is a hub name, a local folder, or ``packaged:gemma-3-270m`` (see :mod:`stockllm.llm.packaged`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import StockLLMError
-from .llm_packaged import is_packaged, packaged_model_dir
+from ..errors import StockLLMError
+from .packaged import is_packaged, packaged_model_dir
 
 LORA_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 BACKENDS = ("auto", "unsloth", "transformers")

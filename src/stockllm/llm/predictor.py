@@ -2,19 +2,19 @@
 
 The prompt comes from the stored prices with :func:`stockllm.dataset.inference_messages` and the dataset
 spec saved in the model dir, so it is worded exactly like the model's training examples; the answer is
-generated, parsed and validated by :class:`~stockllm.forecasters.llm.LLMForecaster`.
+generated, parsed and validated by :class:`~stockllm.llm.forecaster.LLMForecaster`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from . import store
-from .dataset import inference_messages
-from .forecasters.base import Forecast
-from .forecasters.llm import DEFAULT_ATTEMPTS, LLMForecaster
-from .llm_backends import load_trained
-from .universe import resolve
+from .. import store
+from ..dataset import inference_messages
+from ..forecasters.base import Forecast
+from .forecaster import DEFAULT_ATTEMPTS, LLMForecaster
+from .backends import load_trained
+from ..universe import resolve
 
 
 def context_text(context: str | None) -> str | None:

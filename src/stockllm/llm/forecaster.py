@@ -2,7 +2,7 @@
 
 The prompt is built by :func:`stockllm.dataset.history_messages` from the :class:`~stockllm.dataset.DatasetSpec`
 stored in the model dir — the same code that wrote the training examples — and rendered with the
-tokenizer's chat template (:mod:`stockllm.llm_chat`). Answers are read back with
+tokenizer's chat template (:mod:`stockllm.llm.chat`). Answers are read back with
 :func:`stockllm.prompts.parse_answer` and checked with :func:`stockllm.validation.validate_forecast`.
 
 Failures are reported, never papered over: an answer that does not parse is retried (sampled, seeded) a
@@ -24,11 +24,11 @@ import pandas as pd
 from .. import prompts
 from ..dataset import DatasetSpec, history_messages
 from ..errors import StockLLMError
-from ..llm_backends import LoadedModel, load_trained
-from ..llm_chat import encode_prompt, stop_token_ids
+from .backends import LoadedModel, load_trained
+from .chat import encode_prompt, stop_token_ids
 from ..universe import resolve
 from ..validation import validate_forecast
-from .base import FORECAST_COLUMNS, Forecast, future_dates
+from ..forecasters.base import FORECAST_COLUMNS, Forecast, future_dates
 
 DEFAULT_ATTEMPTS = 3
 SAMPLE_TEMPERATURE = 0.8

@@ -1,6 +1,6 @@
 """LoRA supervised fine-tuning: TRL's ``SFTTrainer`` with the write-up's settings as an ``SFTConfig``.
 
-The examples are tokenised once by :func:`llm_chat.encode_example` (the same prompt text inference
+The examples are tokenised once by :func:`llm.chat.encode_example` (the same prompt text inference
 builds) and handed to ``SFTTrainer`` as ``input_ids`` + ``labels``, so TRL trains on exactly the tokens
 ``predict`` will feed the model. On the transformers backend the loss is computed by
 :func:`answer_loss`: the decoder runs on every token, the LM head only at answer positions
@@ -25,10 +25,10 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from . import store
-from .errors import StockLLMError
-from .llm_backends import TRAINING_INFO, LoadedModel, cuda_available, has_module, trainable_parameters
-from .llm_chat import IGNORE_INDEX, encode_example
+from .. import store
+from ..errors import StockLLMError
+from .backends import TRAINING_INFO, LoadedModel, cuda_available, has_module, trainable_parameters
+from .chat import IGNORE_INDEX, encode_example
 
 WARMUP_STEPS = 5  # the write-up's warmup
 
@@ -171,7 +171,7 @@ def sft_config(config: Any, *, steps_hint: int, eval_steps: int, optim: str, eva
     """TRL's ``SFTConfig`` from the write-up's flags (a ``TrainConfig`` or argparse namespace); ``evaluate``:
     whether there is a validation split to evaluate every ``eval_steps``.
 
-    Gradient checkpointing is left to :func:`llm_backends.add_lora` (on for GPUs and quantised models, where
+    Gradient checkpointing is left to :func:`stockllm.llm.backends.add_lora` (on for GPUs and quantised models, where
     memory is short; off on CPU, where it would only add a second forward pass).
     """
     from trl import SFTConfig
@@ -330,10 +330,10 @@ def fine_tune(data_dir: Path | str, companies: list, spec: Any, config: Any, *, 
     """
     from dataclasses import asdict, fields as dataclass_fields
 
-    from . import __version__
-    from .config import TrainConfig
-    from .dataset import build_dataset
-    from .llm_backends import LoraSettings, add_lora, load_base
+    from .. import __version__
+    from ..config import TrainConfig
+    from ..dataset import build_dataset
+    from .backends import LoraSettings, add_lora, load_base
 
     say(f"building the dataset for {len(companies)} compan{'y' if len(companies) == 1 else 'ies'} (windows {', '.join(f'{p}:{f}' for p, f in spec.windows)}, fields {spec.fields}, context {spec.context})")
     built = build_dataset(data_dir, companies, spec)
