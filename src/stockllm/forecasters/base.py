@@ -57,6 +57,39 @@ class Forecaster(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ForecastRequest:
+    """One forecast to make: the whole ``history`` up to the origin, the ``horizon``, the company ``code`` and,
+    for a window (``past:future``) evaluation, the ``past`` days a window model (LSTM, CNN, the LLM) is shown."""
+
+    history: pd.DataFrame
+    horizon: int
+    code: str
+    past: int | None = None
+
+
+def predict_many(model: Forecaster, requests: list[ForecastRequest]) -> list[Forecast | Exception]:
+    """Forecasts for many requests, in order; a request that fails gives its exception instead of a Forecast.
+
+    Models that gain from batching (the LLM generates for many prompts at once) implement
+    ``predict_batch(requests)`` with the same contract; every other model is asked one request at a time.
+    Only :class:`~stockllm.errors.StockLLMError` counts as a failed forecast; any other exception is a bug and
+    propagates.
+    """
+    from ..errors import StockLLMError
+
+    batch = getattr(model, "predict_batch", None)
+    if batch is not None:
+        return batch(requests)
+    out: list[Forecast | Exception] = []
+    for request in requests:
+        try:
+            out.append(model.predict(request.history, request.horizon, code=request.code))
+        except StockLLMError as exc:
+            out.append(exc)
+    return out
+
+
 def future_dates(history: pd.DataFrame, horizon: int) -> list[str]:
     """The trading dates a forecast made from ``history`` covers."""
     return [d.isoformat() for d in next_trading_days(history["date"].iloc[-1], horizon)]
