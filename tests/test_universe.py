@@ -2,6 +2,7 @@
 
 import json
 
+import pandas as pd
 import pytest
 
 from stockllm.errors import StockLLMError
@@ -69,3 +70,30 @@ def test_bad_company_list_files_are_explained(tmp_path, content, problem):
     path.write_text(content, "utf-8")
     with pytest.raises(StockLLMError, match=problem):
         load_company_list(path)
+
+
+def test_codes_all_selects_every_company_stored_in_the_data_dir(tmp_path):
+    from stockllm import store
+    from stockllm.universe import select_companies
+
+    frame = pd.DataFrame({"date": ["2026-01-05"], "open": [10.0], "high": [10.0], "low": [10.0], "close": [10.0]})
+    for code in ("6488", "2330", "1102"):
+        store.write_prices(tmp_path, code, frame)
+    companies = select_companies(None, ["all"], tmp_path)
+    assert [c.code for c in companies] == ["1102", "2330", "6488"]
+    assert companies[2].market == "TPEx"
+
+
+def test_codes_all_refuses_an_empty_data_dir_other_codes_and_unlisted_files(tmp_path):
+    from stockllm import store
+    from stockllm.universe import select_companies
+
+    with pytest.raises(StockLLMError, match="there is none"):
+        select_companies(None, ["all"], tmp_path)
+    frame = pd.DataFrame({"date": ["2026-01-05"], "close": [10.0]})
+    store.write_prices(tmp_path, "2330", frame)
+    with pytest.raises(StockLLMError, match="drop the other codes"):
+        select_companies(None, ["all", "2317"], tmp_path)
+    store.write_prices(tmp_path, "manifest", frame)
+    with pytest.raises(StockLLMError, match="manifest"):
+        select_companies(None, ["all"], tmp_path)

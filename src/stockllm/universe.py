@@ -132,8 +132,37 @@ def load_company_list(path: Path | str | None) -> list[Company]:
     return list(seen.values())
 
 
-def select_companies(company_list_file: Path | str | None = None, codes: list[str] | None = None) -> list[Company]:
-    """The companies a command works on: explicit ``codes`` win, then the list file, then the default 41."""
+ALL_STORED = "all"
+"""``--codes all``: every company with a price file in the data dir (the whole market after a market-wide fetch)."""
+
+
+def stored_companies(data_dir: Path | str) -> list[Company]:
+    """Every company with stored prices in ``data_dir``, by code; a stored code twstock does not list is refused."""
+    from .store import stored_codes
+
+    codes = stored_codes(Path(data_dir))
+    if not codes:
+        raise StockLLMError(f"--codes all selects every company with prices in {Path(data_dir) / 'prices'}, and there is none; "
+                            "run `stockllm fetch` (or `stockllm fetch --offline`) first, or pass --data-dir")
+    unknown = [code for code in codes if code not in _listed()]
+    if unknown:
+        raise StockLLMError(f"--codes all: {len(unknown)} stored price file(s) are not TWSE/TPEx common stocks in twstock's code list "
+                            f"({', '.join(unknown[:5])}{', …' if len(unknown) > 5 else ''}); move them out of {Path(data_dir) / 'prices'}")
+    return [_listed()[code] for code in codes]
+
+
+def select_companies(company_list_file: Path | str | None = None, codes: list[str] | None = None,
+                     data_dir: Path | str | None = None) -> list[Company]:
+    """The companies a command works on: explicit ``codes`` win, then the list file, then the default 41.
+
+    ``codes == ["all"]`` selects every company stored in ``data_dir`` (:func:`stored_companies`).
+    """
+    if codes and any(str(code).strip().lower() == ALL_STORED for code in codes):
+        if len(codes) > 1:
+            raise StockLLMError(f"--codes all already selects every stored company; drop the other codes ({' '.join(c for c in codes if c.lower() != ALL_STORED)})")
+        if data_dir is None:
+            raise StockLLMError("--codes all needs the data dir whose stored companies it selects (--data-dir)")
+        return stored_companies(data_dir)
     if codes:
         return [resolve(code) for code in codes]
     return load_company_list(company_list_file)

@@ -40,7 +40,7 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_codes_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--codes", nargs="+", metavar="CODE", help="stock codes or names to use instead of the company list (default: all selected companies)")
+    parser.add_argument("--codes", nargs="+", metavar="CODE", help="stock codes or names to use instead of the company list, or `all` for every company stored in the data dir (default: the company list)")
 
 
 def add_dataset_args(parser: argparse.ArgumentParser) -> None:

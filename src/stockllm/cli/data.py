@@ -76,7 +76,7 @@ def install_offline(data_dir: str, companies: list[Company], reason: str = "--of
 
 
 def run_fetch(args: argparse.Namespace) -> int:
-    companies = select_companies(args.company_list_file, args.codes)
+    companies = select_companies(args.company_list_file, args.codes, args.data_dir)
     if args.offline:
         install_offline(args.data_dir, companies)
     else:

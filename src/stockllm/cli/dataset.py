@@ -24,7 +24,7 @@ def run_build(args: argparse.Namespace) -> int:
     from ..universe import select_companies
 
     spec = spec_from_args(args)
-    companies = select_companies(args.company_list_file, args.codes)
+    companies = select_companies(args.company_list_file, args.codes, args.data_dir)
     info(f"building {spec.fields} examples, windows {','.join(f'{p}:{f}' for p, f in spec.windows)}, context {spec.context}, for {len(companies)} companies from {args.data_dir}")
     built = build_dataset(Path(args.data_dir), companies, spec)
     paths = write_dataset(built, Path(args.out))

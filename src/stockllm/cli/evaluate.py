@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     windows = parse_windows(args.windows)
     specs = parse_model_list(args.models)
-    companies = select_companies(args.company_list_file, args.codes)
+    companies = select_companies(args.company_list_file, args.codes, args.data_dir)
     result, scores = run_evaluation(Path(args.data_dir), companies, windows, specs, args.start, progress=info)
     command = "stockllm " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else ""
     paths = write_report(result, scores, Path(args.report), command)

@@ -53,7 +53,7 @@ def run_train(args: argparse.Namespace, companies: list | None = None) -> int:
     from ..llm.training import fine_tune
     from ..universe import select_companies
 
-    companies = companies or select_companies(args.company_list_file, args.codes)
+    companies = companies or select_companies(args.company_list_file, args.codes, args.data_dir)
     record = fine_tune(args.data_dir, companies, spec_from_args(args), train_config(args), resume=args.resume, say=info)
     print(f"trained {record['steps']} steps in {record['seconds']:.0f}s ({record['tokens_per_second']:.0f} tokens/s): "
           f"train loss {_num(record['final_train_loss'])}, validation loss {_num(record['final_val_loss'])}; model dir {args.model_dir}")
@@ -67,7 +67,7 @@ def run_train_writeup(args: argparse.Namespace) -> int:
     from ..universe import select_companies
     from .data import fetch_online
 
-    companies = select_companies(args.company_list_file, args.codes)
+    companies = select_companies(args.company_list_file, args.codes, args.data_dir)
     missing = [c for c in companies if not store.prices_path(args.data_dir, c.code).exists()]
     if missing:
         info(f"no stored prices for {len(missing)} companies: fetching from {args.year}-{args.month:02d}")

@@ -172,7 +172,7 @@ def _prices(args: argparse.Namespace) -> dict:
     from .. import store
     from ..universe import select_companies
 
-    companies = select_companies(args.company_list_file, args.codes)
+    companies = select_companies(args.company_list_file, args.codes, args.data_dir)
     return {c.code: store.read_prices(Path(args.data_dir), c.code) for c in companies}
 
 
