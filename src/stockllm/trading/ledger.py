@@ -10,12 +10,17 @@ prices are "known". Orders received while the clock reads D are reservations for
 day's open from the data dir (or expiring it) — see ``docs/trading.md``.
 
 Money is integer NT$ (see :mod:`.rules`); prices are kept as decimal strings.
+
+**Credentials.** A password is checked (scrypt, ~100 ms) before any transaction starts, so guessing never
+holds the write lock; an unknown account is checked against a dummy hash, so the reply time does not tell
+which accounts exist. The database file is created readable by its owner only (0600): it holds the hashes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
 import secrets
 import sqlite3
@@ -73,9 +78,23 @@ ACCOUNT_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 AUTH_FAILED = "authentication failed: unknown account or wrong password"
 RECENT_ORDERS = 20
 
+DUMMY_HASH = (
+    "scrypt$16384$8$1$b0bb9fb2a0140a8179ddad50bf3435c1$02b11cfa859d30ff552527a5eeb38505917c2766967e7899afbd1f00ca3233fc"
+    "99cf50558754e5aacb16c29ee533b2352e13ba2855e6f0cd5b9c23207795a187"
+)
+"""The hash of a random password nobody kept: verified for unknown accounts so they cost what known ones do."""
+
 
 class Rejected(Exception):
-    """A request the exchange refuses; the message becomes the reply's ``status``."""
+    """A request the exchange refuses; the message becomes the reply's ``status``.
+
+    ``http_status`` is 200 for the course API's refusals (bad tick, no cash, wrong password: the course server
+    answers those with 200 too) and a 4xx for requests beyond what the exchange represents at all.
+    """
+
+    def __init__(self, message: str, http_status: int = 200):
+        super().__init__(message)
+        self.http_status = http_status
 
 
 def hash_password(password: str) -> str:
@@ -96,12 +115,15 @@ def _now() -> str:
 
 
 def _parse_lots(text: str) -> int:
+    """Whole lots from the form text; the range is checked on the Decimal, so ``1E+999999`` never becomes an int."""
     try:
         value = Decimal(str(text).strip())
     except ArithmeticError:
         raise Rejected(f"stock_shares {text!r} is not a number; give whole lots (1 lot = {rules.LOT} shares)") from None
     if not value.is_finite() or value != value.to_integral_value():
         raise Rejected(f"stock_shares {text!r} must be a whole number of lots (1 lot = {rules.LOT} shares)")
+    if not 1 <= value <= rules.MAX_LOTS_PER_ORDER:
+        raise Rejected(f"stock_shares must be a whole number of lots between 1 and {rules.MAX_LOTS_PER_ORDER} (1 lot = {rules.LOT} shares)")
     return int(value)
 
 
@@ -131,7 +153,13 @@ class Ledger:
         self._auth_key = secrets.token_bytes(32)
         self._auth_cache: dict[str, tuple[str, bytes]] = {}
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        self._init(start_date)
+        if not self.db_path.exists():  # owner-only before SQLite opens it; its -wal/-shm files inherit the mode
+            os.close(os.open(self.db_path, os.O_CREAT | os.O_WRONLY, 0o600))
+        try:
+            self._init(start_date)
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise StockLLMError(f"{self.db_path} is not an exchange database ({exc}); give the --db that `stockllm exchange init` created") from None
 
     # --- connection and transactions -----------------------------------------------------------------
 
@@ -172,7 +200,11 @@ class Ledger:
                 if start_date is not None:
                     raise StockLLMError(f"{self.db_path} already exists with its own market date; move it with `stockllm exchange advance` or use a new --db")
                 return
-            start = to_date(start_date) if start_date is not None else self.prices.last_date()
+            last = self.prices.last_date()
+            start = to_date(start_date) if start_date is not None else last
+            first = self.prices.first_date()
+            if not first <= start <= last:
+                raise StockLLMError(f"market date {start} is outside the stored prices ({first} → {last}); pick a date in that range or fetch more")
             while not is_trading_day(start):
                 start = date.fromordinal(start.toordinal() - 1)
             db.execute("INSERT INTO meta VALUES ('market_date', ?)", (start.isoformat(),))
@@ -269,8 +301,8 @@ class Ledger:
             raise StockLLMError(f"account {account!r} must be 1-64 letters, digits or _.@- characters")
         if not password:
             raise StockLLMError("empty password; set STOCK_API_PASSWORD or type one at the prompt")
-        if cash < 0:
-            raise StockLLMError(f"--cash {cash} must not be negative")
+        if not 0 <= cash <= rules.MAX_CASH:
+            raise StockLLMError(f"--cash {cash} must be between 0 and {rules.MAX_CASH:,} NT$ (the ledger's integer range)")
         hashed = hash_password(password)
         try:
             with self._write() as db:
@@ -279,23 +311,37 @@ class Ledger:
         except sqlite3.IntegrityError:
             raise StockLLMError(f"account {account!r} already exists in {self.db_path}") from None
 
-    def _authenticate(self, db: sqlite3.Connection, account: str, password: str) -> sqlite3.Row:
-        """The user row, or :class:`Rejected` with the same message for an unknown account or wrong password.
+    def _stored_hash(self, account: str) -> str | None:
+        row = self._db().execute("SELECT password FROM users WHERE account=?", (account,)).fetchone() if account else None
+        return None if row is None else row[0]
 
-        scrypt is deliberately slow (~50 ms); a verified password is remembered as an HMAC under a key
-        that lives only in this process, so the next requests cost microseconds and nothing reusable is kept.
+    def _tag(self, password: str) -> bytes:
+        return hmac.new(self._auth_key, password.encode(), "sha256").digest()
+
+    def remembers(self, account: str, password: str) -> bool:
+        """Whether ``password`` was already verified for ``account`` by this process (microseconds, no scrypt).
+
+        The server lets such requests through even while failed logins are throttled, so a client that
+        logged in before an attack keeps trading during it.
         """
-        user = db.execute("SELECT * FROM users WHERE account=?", (account,)).fetchone() if account else None
-        if user is None or not password:
-            raise Rejected(AUTH_FAILED)
-        tag = hmac.new(self._auth_key, password.encode(), "sha256").digest()
         cached = self._auth_cache.get(account)
-        if cached and cached[0] == user["password"] and hmac.compare_digest(cached[1], tag):
-            return user
-        if not verify_password(password, user["password"]):
+        return bool(cached and password and cached[0] == self._stored_hash(account) and hmac.compare_digest(cached[1], self._tag(password)))
+
+    def authenticate(self, account: str, password: str) -> None:
+        """Raise :class:`Rejected` with one message for an unknown account or a wrong password.
+
+        Called outside any transaction: scrypt is deliberately slow (~100 ms) and must not hold the write
+        lock. An unknown account is verified against :data:`DUMMY_HASH`, so both cost the same time. A
+        verified password is remembered as an HMAC under a key that lives only in this process, so the next
+        requests cost microseconds and nothing reusable is kept.
+        """
+        if self.remembers(account, password):
+            return
+        stored = self._stored_hash(account)
+        matches = bool(password) and verify_password(password, stored or DUMMY_HASH)
+        if stored is None or not matches:
             raise Rejected(AUTH_FAILED)
-        self._auth_cache[account] = (user["password"], tag)
-        return user
+        self._auth_cache[account] = (stored, self._tag(password))
 
     # --- the API -------------------------------------------------------------------------------------
 
@@ -307,8 +353,9 @@ class Ledger:
         names a ``client_order_id``, ``order``: that order or ``null`` — how a client learns the fate of an
         order whose reply it lost.
         """
+        self.authenticate(account, password)
         with self._read() as db:
-            user = self._authenticate(db, account, password)
+            user = db.execute("SELECT * FROM users WHERE account=?", (account,)).fetchone()
             held = db.execute("SELECT * FROM holdings WHERE account=? ORDER BY code", (account,)).fetchall()
             orders = db.execute("SELECT * FROM orders WHERE account=? ORDER BY id DESC LIMIT ?", (account, RECENT_ORDERS)).fetchall()
             wanted = db.execute("SELECT * FROM orders WHERE account=? AND client_order_id=?",
@@ -335,21 +382,27 @@ class Ledger:
 
     def place_order(self, side: str, account: str, password: str, code: str, lots_text: str, price_text: str,
                     client_order_id: str | None = None) -> dict:
-        """Accept (reserve) or reject one buy/sell order; idempotent on ``client_order_id``."""
+        """Accept (reserve) or reject one buy/sell order; idempotent on ``client_order_id``.
+
+        Credentials and the form's numbers are checked before the write lock is taken, so a slow or
+        malformed request never delays anybody else's order.
+        """
         code = code.strip()
-        with self._write() as db:
-            self._authenticate(db, account, password)
+        self.authenticate(account, password)
+        if not self.prices.has(code):
+            raise Rejected(f"unknown stock code {code!r}: this exchange has no prices for it")
+        lots = _parse_lots(lots_text)
+        try:
+            price = rules.parse_price(price_text)
+        except rules.OutOfRange as exc:
+            raise Rejected(f"stock_price: {exc}", http_status=400) from None
+        except ValueError as exc:
+            raise Rejected(f"stock_price: {exc}") from None
+        with self._write() as db:  # only quick look-ups from here on: the write lock is held
             if client_order_id:
                 seen = db.execute("SELECT * FROM orders WHERE account=? AND client_order_id=?", (account, client_order_id)).fetchone()
                 if seen is not None:
                     return _accepted_reply(seen, duplicate=True)
-            if not self.prices.has(code):
-                raise Rejected(f"unknown stock code {code!r}: this exchange has no prices for it")
-            lots = _parse_lots(lots_text)
-            try:
-                price = rules.parse_price(price_text)
-            except ValueError as exc:
-                raise Rejected(f"stock_price: {exc}") from None
             market = self.market_date(db)
             reference = self.prices.close_on_or_before(code, market)
             if reference is None:

@@ -86,9 +86,16 @@ class PriceBook:
         i = bisect.bisect_right(table.dates, day.isoformat())
         return (table.dates[i - 1], table.closes[i - 1]) if i else None
 
-    def last_date(self) -> date:
-        """The latest day any stored code has a row for: the exchange cannot simulate past it."""
-        codes = self.codes()
+    def first_date(self) -> date:
+        """The earliest day any stored code has a row for."""
+        return date.fromisoformat(min(self._table(code).dates[0] for code in self._dated_codes()))
+
+    def _dated_codes(self) -> list[str]:
+        codes = [code for code in self.codes() if self._table(code).dates]
         if not codes:
             raise StockLLMError(f"no price data in {self.data_dir / 'prices'}; run `stockllm fetch --offline` (or give --data-dir)")
-        return date.fromisoformat(max(self._table(code).dates[-1] for code in codes if self._table(code).dates))
+        return codes
+
+    def last_date(self) -> date:
+        """The latest day any stored code has a row for: the exchange cannot simulate past it."""
+        return date.fromisoformat(max(self._table(code).dates[-1] for code in self._dated_codes()))

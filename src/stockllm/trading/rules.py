@@ -13,7 +13,9 @@ order costs and whether it is acceptable and fillable:
   D+1 and fills at D+1's open when the limit allows (buy: open ≤ limit; sell: open ≥ limit), else expires.
 
 All money is integer New Taiwan dollars: a price has at most two decimals, so price × 1,000 shares is a
-whole number of dollars, and fee and tax are truncated — no float ever reaches a balance.
+whole number of dollars, and fee and tax are truncated — no float ever reaches a balance. Prices are at most
+:data:`MAX_PRICE` and balances at most :data:`MAX_CASH`, so every sum the ledger forms fits SQLite's 64-bit
+integers with room to spare (a larger value would silently turn into a float there).
 """
 
 from __future__ import annotations
@@ -33,7 +35,20 @@ FEE_RATE = Decimal("0.001425")
 FEE_MIN = 20
 TAX_RATE = Decimal("0.003")
 
+MAX_PRICE = Decimal(100_000)
+"""The highest price accepted (no Taiwan stock has traded near it): keeps value, fee and tax small integers."""
+
+MAX_PRICE_CHARS = 32
+"""Longest price text parsed: bounds the cost of parsing whatever a client sends."""
+
+MAX_CASH = 10**15
+"""The largest balance an account may hold, NT$: a thousand times Taiwan's GDP, far inside 2**63."""
+
 BUY, SELL = "buy", "sell"
+
+
+class OutOfRange(ValueError):
+    """A number beyond what the exchange represents (not merely a refused order): 1e308, 10**23 NT$."""
 
 
 def _floor(value: Decimal) -> int:
@@ -41,13 +56,22 @@ def _floor(value: Decimal) -> int:
 
 
 def parse_price(text: str | float | Decimal) -> Decimal:
-    """A positive finite price as Decimal (``"583"``, ``"583.0"`` and ``583.0`` are the same price)."""
+    """A positive finite price as Decimal (``"583"``, ``"583.0"`` and ``583.0`` are the same price).
+
+    Raises :class:`OutOfRange` above :data:`MAX_PRICE` or for text longer than :data:`MAX_PRICE_CHARS`, and
+    ``ValueError`` for anything else that is not a positive number.
+    """
+    text = str(text).strip()
+    if len(text) > MAX_PRICE_CHARS:
+        raise OutOfRange(f"price text of {len(text):,} characters is longer than {MAX_PRICE_CHARS}")
     try:
-        price = Decimal(str(text).strip())
+        price = Decimal(text)
     except (InvalidOperation, ValueError):
         raise ValueError(f"price {text!r} is not a number") from None
     if not price.is_finite() or price <= 0:
         raise ValueError(f"price {text!r} must be a positive number")
+    if price > MAX_PRICE:
+        raise OutOfRange(f"price {text!r} is above {MAX_PRICE:,}, the highest price this exchange accepts")
     return Decimal(format(price.normalize(), "f"))  # 583.0 -> 583, without normalize()'s 1E+3 form
 
 

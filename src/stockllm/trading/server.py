@@ -2,15 +2,24 @@
 
 Same paths, form fields and JSON replies as ``http://140.116.86.242:8081/stock/api/v1`` so the
 write-up's own ``requests.post(url, data={...})`` client works unchanged. Every refusal is
-``{"result": "failed", "status": "<why>"}`` — HTTP 200 for refused requests (as the course server does),
-404/405 for an unknown path or method, 500 only for a bug, and never a traceback in the body.
+``{"result": "failed", "status": "<why>"}`` — HTTP 200 for orders the course's rules refuse (as the course
+server does), 400 for a value beyond what the exchange represents (a field longer than
+:data:`FIELD_LIMITS`, a price above ``rules.MAX_PRICE``), 413 for a body over :data:`MAX_BODY` bytes,
+429 while failed logins are throttled (:mod:`.throttle`), 503 when the database stays busy, 404/405 for an
+unknown path or method, 500 only for a bug, and never a traceback in the body.
+
+Hostile input costs little: the body size is checked before any parser runs, every field's length before
+any number is parsed, and the password before the write lock is taken.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
+import socket
+import sqlite3
 import threading
 import time
 from datetime import date, datetime, timezone
@@ -22,15 +31,56 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import StockLLMError
+from . import rules
 from .ledger import Ledger, Rejected
+from .throttle import FailedLogins
 
 PREFIX = "/stock/api/v1"
 ORDER_FIELDS = ("account", "password", "stock_code", "stock_shares", "stock_price")
+FIELD_LIMITS = {"account": 64, "password": 256, "stock_code": 16, "stock_shares": 16,
+                "stock_price": rules.MAX_PRICE_CHARS, "client_order_id": 128}
+"""Longest value accepted per form field (characters); other fields are ignored."""
+MAX_BODY = 16 * 1024
+"""Largest request body in bytes: a real order is under 200."""
+TARPIT_SECONDS = 1.0
+"""A throttled login waits this long (without holding a thread) before its refusal: it slows guessers down."""
 log = logging.getLogger("stockllm.exchange")
 
 
-def _failed(status: str, code: int = 200) -> JSONResponse:
-    return JSONResponse({"result": "failed", "status": status}, status_code=code)
+def _failed(status: str, code: int = 200, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"result": "failed", "status": status}, status_code=code, headers=headers)
+
+
+class BodyLimit:
+    """ASGI middleware refusing bodies over ``limit`` bytes before any parser sees them.
+
+    A declared ``Content-Length`` over the limit is answered at once; a body sent without one is counted as
+    it streams in and refused as soon as it passes the limit.
+    """
+
+    def __init__(self, app, limit: int = MAX_BODY):
+        self.app, self.limit = app, limit
+
+    def _refusal(self) -> Rejected:
+        return Rejected(f"request body over {self.limit:,} bytes; an order is a few short form fields", http_status=413)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if len(declared) > 12 or not declared.isdigit() or int(declared) > self.limit:
+            return await _failed(str(self._refusal()), 413)(scope, receive, send)
+        received = 0
+
+        async def bounded_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise self._refusal()
+            return message
+
+        await self.app(scope, bounded_receive, send)
 
 
 def _day(text: str, name: str) -> date:
@@ -78,17 +128,26 @@ def stock_info(ledger: Ledger, code: str, start: str, stop: str) -> dict:
 
 
 async def _fields(request: Request) -> dict[str, str]:
-    """Form fields (urlencoded or multipart, as ``requests`` sends them), or a JSON object body."""
+    """The known form fields (urlencoded or multipart, as ``requests`` sends them, or a JSON object body),
+    each refused when longer than :data:`FIELD_LIMITS` allows — before anything parses its value."""
     if request.headers.get("content-type", "").startswith("application/json"):
         try:
             body = json.loads(await request.body() or b"{}")
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # bad JSON, bad UTF-8, a 5000-digit number, deep nesting
             raise Rejected("request body is not valid JSON; send form fields account, password, ...") from None
         if not isinstance(body, dict):
             raise Rejected("JSON body must be an object of form fields")
-        return {k: str(v) for k, v in body.items()}
-    form = await request.form()
-    return {k: v for k, v in form.items() if isinstance(v, str)}
+        if any(isinstance(v, (dict, list)) for v in body.values()):
+            raise Rejected("JSON form fields must be strings or numbers")
+        fields = {k: str(v) for k, v in body.items()}
+    else:
+        form = await request.form(max_files=0, max_fields=2 * len(FIELD_LIMITS))
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    fields = {k: v for k, v in fields.items() if k in FIELD_LIMITS}
+    for name, value in fields.items():
+        if len(value) > FIELD_LIMITS[name]:
+            raise Rejected(f"form field {name} is {len(value):,} characters long; at most {FIELD_LIMITS[name]} are accepted", http_status=400)
+    return fields
 
 
 def _require(fields: dict[str, str], names: tuple[str, ...]) -> None:
@@ -97,14 +156,26 @@ def _require(fields: dict[str, str], names: tuple[str, ...]) -> None:
         raise Rejected(f"missing form field(s): {', '.join(missing)}")
 
 
-def create_app(ledger: Ledger) -> FastAPI:
-    """The HTTP application over ``ledger`` (used by ``stockllm exchange serve`` and by the tests)."""
+def create_app(ledger: Ledger, logins: FailedLogins | None = None) -> FastAPI:
+    """The HTTP application over ``ledger`` (used by ``stockllm exchange serve`` and by the tests).
+
+    ``logins`` throttles failed logins (default: :class:`~.throttle.FailedLogins`'s limits).
+    """
     app = FastAPI(title="stockllm local exchange", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(BodyLimit)
+    logins = logins or FailedLogins()
 
     @app.exception_handler(Rejected)
     @app.exception_handler(StockLLMError)
     async def rejected(_request: Request, exc: Exception) -> JSONResponse:
-        return _failed(str(exc))
+        return _failed(str(exc), getattr(exc, "http_status", 200))
+
+    @app.exception_handler(sqlite3.OperationalError)
+    async def busy(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
+        if "locked" in str(exc) or "busy" in str(exc):
+            log.warning("database busy: %s %s", request.method, request.url.path)
+            return _failed("the exchange is busy; nothing was applied, retry in a moment", 503, {"Retry-After": "1"})
+        return await bug(request, exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -120,15 +191,33 @@ def create_app(ledger: Ledger) -> FastAPI:
     async def get_stock_info(code: str, start: str, stop: str) -> dict:
         return await run_in_threadpool(stock_info, ledger, code, start, stop)
 
+    async def login(request: Request, fields: dict[str, str]) -> None:
+        """Check the password first, throttled, so the ledger's own check is the cached one."""
+        account, password = fields["account"], fields["password"]
+        if await run_in_threadpool(ledger.remembers, account, password):
+            return
+        address = request.client.host if request.client else "unknown"
+        wait = logins.retry_after(account, address)
+        if wait:
+            await asyncio.sleep(min(wait, TARPIT_SECONDS))
+            raise Rejected(f"too many failed logins for this account or from this address; try again in {wait:.0f} s", http_status=429)
+        try:
+            await run_in_threadpool(ledger.authenticate, account, password)
+        except Rejected:
+            logins.failed(account, address)
+            raise
+
     @app.post(PREFIX + "/get_user_stocks")
     async def get_user_stocks(request: Request) -> dict:
         fields = await _fields(request)
         _require(fields, ("account", "password"))
+        await login(request, fields)
         return await run_in_threadpool(ledger.user_stocks, fields["account"], fields["password"], fields.get("client_order_id") or None)
 
     async def order(side: str, request: Request) -> dict:
         fields = await _fields(request)
         _require(fields, ORDER_FIELDS)
+        await login(request, fields)
         return await run_in_threadpool(
             ledger.place_order, side, fields["account"], fields["password"], fields["stock_code"],
             fields["stock_shares"], fields["stock_price"], fields.get("client_order_id") or None,
@@ -151,14 +240,32 @@ def create_app(ledger: Ledger) -> FastAPI:
     return app
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``, or one line saying why not (port taken, unknown host)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.create_server((host, port), family=family, reuse_port=False)
+    except socket.gaierror as exc:
+        raise StockLLMError(f"cannot listen on {host}: {exc.strerror}; give --host an address of this machine") from None
+    except OSError as exc:
+        raise StockLLMError(f"cannot listen on {host}:{port}: {exc.strerror}; stop what uses it or pick another --port") from None
+    return sock
+
+
 def serve(db: Path, data_dir: Path, host: str = "127.0.0.1", port: int = 8081, access_log: bool = False) -> None:
-    """Run the exchange until interrupted (every accepted request is already committed to ``db``)."""
+    """Run the exchange until interrupted (every accepted request is already committed to ``db``).
+
+    The socket is bound before anything is printed, so a taken port is one error line, not a false start.
+    With ``access_log`` every request line goes to stderr (uvicorn's access log: never bodies or passwords).
+    """
     import uvicorn
 
     ledger = Ledger(db, data_dir)
     ledger.prices.last_date()  # fail now, not on the first request, when the data dir is empty
+    sock = listen(host, port)
     print(f"exchange on http://{host}:{port}{PREFIX} — market date {ledger.market_date()}, db {db}, data {data_dir}", flush=True)
-    uvicorn.run(create_app(ledger), host=host, port=port, access_log=access_log, log_level="warning")
+    config = uvicorn.Config(create_app(ledger), access_log=access_log, log_level="info" if access_log else "warning")
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 class Background:
@@ -167,10 +274,10 @@ class Background:
     ``port=0`` picks a free port; ``url`` is the API base, e.g. ``http://127.0.0.1:54321/stock/api/v1``.
     """
 
-    def __init__(self, ledger: Ledger, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, ledger: Ledger, host: str = "127.0.0.1", port: int = 0, logins: FailedLogins | None = None):
         import uvicorn
 
-        config = uvicorn.Config(create_app(ledger), host=host, port=port, log_level="warning", access_log=False)
+        config = uvicorn.Config(create_app(ledger, logins), host=host, port=port, log_level="warning", access_log=False)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
