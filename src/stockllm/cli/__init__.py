@@ -11,12 +11,13 @@ import sys
 
 from ..errors import StockLLMError
 from . import app, data, dataset, demo, evaluate, model, trading
+from .common import Parser
 
 MODULES = [data, dataset, model, evaluate, trading, app, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="stockllm",
         description="Forecast Taiwan stock prices (TWSE/TPEx) with a fine-tuned LLM and compare it with baselines.",
     )

@@ -10,22 +10,23 @@ from datetime import date
 from pathlib import Path
 
 from ..errors import StockLLMError
-from .common import add_codes_arg, add_data_args, info, print_json
+from .common import (add_codes_arg, add_data_args, cash, finite_float, fraction, info, iso_date, output_file, output_folder, port,
+                     positive_cash, positive_int, print_json)
 
 DEFAULT_DB = "exchange.sqlite"
 
 
 def _exchange_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file holding accounts, orders and the market date (default: {DEFAULT_DB})")
+    parser.add_argument("--db", type=output_file, default=DEFAULT_DB, help=f"SQLite file holding accounts, orders and the market date (default: {DEFAULT_DB})")
     add_data_args(parser, only=["data_dir"])
 
 
 def _strategy_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("strategy")
-    group.add_argument("--horizon", type=int, default=1, help="trading days ahead whose forecast close drives decisions (default: 1)")
-    group.add_argument("--margin", type=float, default=0.0, help="expected return demanded beyond the round-trip fee+tax, as a fraction (default: 0)")
-    group.add_argument("--max-position", type=float, default=None, help="largest fraction of equity in one stock (default: 1 / number of stocks)")
-    group.add_argument("--cash", type=int, default=1_000_000, help="starting cash in NT$ (default: 1,000,000)")
+    group.add_argument("--horizon", type=positive_int, default=1, help="trading days ahead whose forecast close drives decisions (default: 1)")
+    group.add_argument("--margin", type=finite_float, default=0.0, help="expected return demanded beyond the round-trip fee+tax, as a fraction (default: 0)")
+    group.add_argument("--max-position", type=fraction, default=None, help="largest fraction of equity in one stock (default: 1 / number of stocks)")
+    group.add_argument("--cash", type=positive_cash, default=1_000_000, help="starting cash in NT$ (default: 1,000,000)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,26 +37,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     serve = exsub.add_parser("serve", help="run the exchange HTTP server")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
-    serve.add_argument("--port", type=int, default=8081, help="TCP port (default: 8081, as the course server)")
+    serve.add_argument("--port", type=port, default=8081, help="TCP port (default: 8081, as the course server)")
     serve.add_argument("--access-log", action="store_true", help="log every request line (never bodies or passwords)")
     _exchange_args(serve)
     serve.set_defaults(func=_serve)
 
     init = exsub.add_parser("init", help="create the exchange database with its market date")
-    init.add_argument("--date", default=None, help="market date to start at, YYYY-MM-DD (default: the last stored trading day)")
+    init.add_argument("--date", type=iso_date, default=None, help="market date to start at, YYYY-MM-DD (default: the last stored trading day)")
     _exchange_args(init)
     init.set_defaults(func=_init)
 
     add_user = exsub.add_parser("add-user", help="create an exchange account (password from STOCK_API_PASSWORD or a prompt)")
     add_user.add_argument("--account", required=True, help="account name")
-    add_user.add_argument("--cash", type=int, default=1_000_000, help="starting cash in NT$ (default: 1,000,000)")
+    add_user.add_argument("--cash", type=cash, default=1_000_000, help="starting cash in NT$ (default: 1,000,000)")
     _exchange_args(add_user)
     add_user.set_defaults(func=_add_user)
 
     advance = exsub.add_parser("advance", help="move the market date forward, filling due reservations at each day's open")
     target = advance.add_mutually_exclusive_group()
-    target.add_argument("--to", default=None, help="advance through every trading day up to this date, YYYY-MM-DD")
-    target.add_argument("--days", type=int, default=None, help="advance this many trading days (default: 1)")
+    target.add_argument("--to", type=iso_date, default=None, help="advance through every trading day up to this date, YYYY-MM-DD")
+    target.add_argument("--days", type=positive_int, default=None, help="advance this many trading days (default: 1)")
     _exchange_args(advance)
     advance.set_defaults(func=_advance)
 
@@ -68,9 +69,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                           help="forecaster specs, space or comma separated: random_walk, drift, arima, ets, lstm, cnn, bestfour, llm:DIR (default: random_walk)")
     add_codes_arg(backtest)
     add_data_args(backtest, only=["data_dir", "company_list_file"])
-    backtest.add_argument("--start", required=True, help="first decision day, YYYY-MM-DD")
-    backtest.add_argument("--end", required=True, help="last day (positions valued at its close), YYYY-MM-DD")
-    backtest.add_argument("--report", default="outputs/backtest", help="folder for backtest.json and equity.png (default: outputs/backtest)")
+    backtest.add_argument("--start", type=iso_date, required=True, help="first decision day, YYYY-MM-DD")
+    backtest.add_argument("--end", type=iso_date, required=True, help="last day (positions valued at its close), YYYY-MM-DD")
+    backtest.add_argument("--report", type=output_folder, default="outputs/backtest", help="folder for backtest.json and equity.png (default: outputs/backtest)")
     _strategy_args(backtest)
     backtest.set_defaults(func=_backtest)
 
@@ -84,17 +85,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     mode.add_argument("--dry-run", dest="send", action="store_false", default=False, help="only print the decisions (the default)")
     mode.add_argument("--send", dest="send", action="store_true", help="really send the orders to the exchange")
     trade.add_argument("--url", default=None, help="exchange base URL (default: $STOCK_API_URL, else the course server)")
-    trade.add_argument("--order-log", default="outputs/orders.jsonl", help="JSONL log of every order sent (default: outputs/orders.jsonl)")
+    trade.add_argument("--order-log", type=output_file, default="outputs/orders.jsonl", help="JSONL log of every order sent (default: outputs/orders.jsonl)")
     _strategy_args(trade)
     trade.set_defaults(func=_trade)
 
 
 # --- exchange --------------------------------------------------------------------------------------------
 
-def _ledger(args: argparse.Namespace, start: str | None = None):
+def _ledger(args: argparse.Namespace, create: bool = False):
+    """The exchange in ``--db``; only ``init`` creates one (the others would silently start a fresh exchange)."""
     from ..trading.ledger import Ledger
 
-    return Ledger(Path(args.db), Path(args.data_dir), start)
+    if not create and not Path(args.db).exists():
+        raise StockLLMError(f"no exchange database {args.db}; create it with `stockllm exchange init --db {args.db}` (or give --db)")
+    return Ledger(Path(args.db), Path(args.data_dir), args.date if create else None)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -105,9 +109,15 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _init(args: argparse.Namespace) -> int:
-    if Path(args.db).exists():
+    db = Path(args.db)
+    if db.exists():
         raise StockLLMError(f"{args.db} already exists; use `stockllm exchange advance` to move its clock, or pick a new --db")
-    ledger = _ledger(args, args.date)
+    try:
+        ledger = _ledger(args, create=True)
+    except StockLLMError:
+        for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):  # nothing half-made stays behind
+            path.unlink(missing_ok=True)
+        raise
     info(f"created {args.db}: market date {ledger.market_date()}, orders placed now fill at the next trading day's open")
     return 0
 
@@ -161,10 +171,6 @@ def _forecaster(spec: str):
 def _config(args: argparse.Namespace):
     from ..trading.strategy import StrategyConfig
 
-    if args.horizon < 1:
-        raise StockLLMError(f"--horizon {args.horizon} must be at least 1")
-    if args.cash <= 0:
-        raise StockLLMError(f"--cash {args.cash} must be positive")
     return StrategyConfig(horizon=args.horizon, margin=args.margin, max_position=args.max_position)
 
 
