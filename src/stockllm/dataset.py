@@ -28,8 +28,12 @@ Design notes
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import math
+import os
+import secrets
+import shutil
 from collections import Counter, defaultdict
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields as dataclass_fields
@@ -573,36 +577,88 @@ def _build(data_dir: Path, companies: list[Company], spec: DatasetSpec, count_to
     return BuiltDataset(splits=splits, metadata=metadata, skipped=skipped)
 
 
-def write_dataset(built: BuiltDataset, out_dir: Path | str) -> dict[str, Path]:
-    """``<split>.jsonl`` per non-empty split plus ``metadata.json`` in ``out_dir`` (atomic writes).
+DATASET_FILES = frozenset({"metadata.json", *(f"{split}.jsonl" for split in SPLITS)})
 
-    An empty split gets no file (``datasets`` refuses empty JSON files) and a stale one from an earlier
-    build is removed; ``metadata["files"]`` names the files written.
+
+def _is_leftover(name: str) -> bool:
+    """A temporary file or folder of a killed write (``.<name>.<random>.tmp`` / ``.old``)."""
+    return name.startswith(".") and name.endswith((".tmp", ".old"))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_dataset(built: BuiltDataset, out_dir: Path | str) -> dict[str, Path]:
+    """``<split>.jsonl`` per non-empty split plus ``metadata.json``, swapped into ``out_dir`` as a whole.
+
+    The files are written into a temporary sibling folder that then replaces ``out_dir``, so a build killed
+    at any moment leaves the old dataset or the new one — never new training examples beside old
+    validation ones (killed between the two renames it leaves neither, and the next build starts clean).
+    Leftovers of killed builds are removed first. ``out_dir`` must be new, empty or an earlier dataset: a
+    folder holding anything else is refused rather than replaced. An empty split gets no file (``datasets``
+    refuses empty JSON files); ``metadata["files"]`` names the files and ``metadata["sha256"]`` their
+    checksums, which :func:`load_written` verifies.
     """
     out_dir = Path(out_dir)
-    paths: dict[str, Path] = {}
-    for split, examples in built.splits.items():
-        path = out_dir / f"{split}.jsonl"
-        if examples:
-            store.atomic_write_text(path, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples))
-            paths[split] = path
+    if out_dir.exists() and not out_dir.is_dir():
+        raise StockLLMError(f"{out_dir} is a file; give --out a folder for the dataset")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in out_dir.parent.glob(f".{out_dir.name}.*"):
+        if _is_leftover(leftover.name):
+            shutil.rmtree(leftover, ignore_errors=True)
+    if out_dir.exists():
+        foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in DATASET_FILES and not _is_leftover(p.name))
+        if foreign:
+            raise StockLLMError(f"{out_dir} holds files that are not part of a dataset ({', '.join(foreign[:3])}); give --out a new or empty folder")
+    staging = out_dir.parent / f".{out_dir.name}.{secrets.token_hex(4)}.tmp"
+    staging.mkdir()
+    try:
+        files = {}
+        for split, examples in built.splits.items():
+            if examples:
+                files[split] = f"{split}.jsonl"
+                store.atomic_write_text(staging / files[split], "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples))
+        built.metadata["files"] = files
+        built.metadata["sha256"] = {name: _sha256(staging / name) for name in files.values()}
+        store.atomic_write_json(staging / "metadata.json", built.metadata)
+        if out_dir.exists():
+            old = out_dir.parent / f".{out_dir.name}.{secrets.token_hex(4)}.old"
+            os.rename(out_dir, old)
+            os.rename(staging, out_dir)
+            shutil.rmtree(old)
         else:
-            path.unlink(missing_ok=True)
-    built.metadata["files"] = {split: path.name for split, path in paths.items()}
-    paths["metadata"] = out_dir / "metadata.json"
-    store.atomic_write_json(paths["metadata"], built.metadata)
-    return paths
+            os.rename(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return {split: out_dir / name for split, name in files.items()} | {"metadata": out_dir / "metadata.json"}
 
 
 def load_written(out_dir: Path | str, cache_dir: Path | str | None = None):
-    """The splits written by :func:`write_dataset` as a ``datasets.DatasetDict`` (the trainer's input)."""
+    """The splits written by :func:`write_dataset` as a ``datasets.DatasetDict`` (the trainer's input).
+
+    Every file is checked against the checksums in ``metadata.json``, so a folder mixing two builds (or a
+    split edited by hand) is refused instead of silently trained on.
+    """
     from datasets import load_dataset
 
     out_dir = Path(out_dir)
-    try:
-        files = json.loads((out_dir / "metadata.json").read_text("utf-8"))["files"]
-    except (FileNotFoundError, KeyError, json.JSONDecodeError):
-        raise StockLLMError(f"{out_dir} holds no dataset written by `stockllm build`; run `stockllm build --out {out_dir}` first") from None
+    again = f"run `stockllm build --out {out_dir}`"
+    if not (out_dir / "metadata.json").exists():
+        raise StockLLMError(f"{out_dir} holds no dataset written by `stockllm build`; {again} first")
+    meta = store.read_json(out_dir / "metadata.json", dict, again)
+    files, sums = meta.get("files"), meta.get("sha256")
+    if not isinstance(files, dict) or not isinstance(sums, dict):
+        raise StockLLMError(f"{out_dir}/metadata.json lists no files with checksums (an older or foreign build); {again} again")
+    for name in files.values():
+        path = out_dir / str(name)
+        if not path.is_file() or _sha256(path) != sums.get(name):
+            raise StockLLMError(f"{path} is not the file {out_dir}/metadata.json describes (a mix of two builds, or edited); {again} again")
     return load_dataset("json", data_files={split: str(out_dir / name) for split, name in files.items()}, cache_dir=None if cache_dir is None else str(cache_dir))
 
 

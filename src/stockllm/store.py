@@ -8,11 +8,16 @@ Layout of a data dir::
 
 Every file this package owns is written through :func:`atomic_write_text` (temp file in the same folder +
 ``os.replace``), so a process killed at any moment leaves either the old file or the new one, never half.
+
+Price rows are checked when read (:func:`read_price_csv`): a negative, zero or infinite price, a high below
+the low or a negative volume is refused in one line naming the file, the date and the field — never
+passed on as a training answer or a fill price.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -81,6 +86,28 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=1) + "\n")
 
 
+def read_json(path: Path, kind: type[dict] | type[list], fix: str) -> Any:
+    """The JSON object (``kind=dict``) or list in ``path``; anything else is one :class:`StockLLMError` line.
+
+    Covers every way a hand-edited or half-copied file goes wrong — missing, a folder, not UTF-8, not JSON,
+    the wrong shape — and ends the message with ``fix``, what to do about it.
+    """
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise StockLLMError(f"{path} does not exist; {fix}") from None
+    except IsADirectoryError:
+        raise StockLLMError(f"{path} is a folder, not a JSON file; {fix}") from None
+    except json.JSONDecodeError as exc:
+        raise StockLLMError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); {fix}") from None
+    except (ValueError, RecursionError, OSError) as exc:  # not UTF-8, absurd numbers or nesting, unreadable
+        raise StockLLMError(f"{path} cannot be read as JSON ({type(exc).__name__}); {fix}") from None
+    if not isinstance(value, kind):
+        raise StockLLMError(f"{path} holds a JSON {type(value).__name__}, not {'an object' if kind is dict else 'a list'}; {fix}")
+    return value
+
+
 def normalise_prices(frame: pd.DataFrame) -> pd.DataFrame:
     """Return ``frame`` with exactly the twstock columns, typed, sorted by date, one row per date.
 
@@ -95,7 +122,11 @@ def normalise_prices(frame: pd.DataFrame) -> pd.DataFrame:
         if column not in frame.columns:
             frame[column] = pd.NA
     frame = frame[PRICE_COLUMNS]
-    frame["date"] = pd.to_datetime(frame["date"]).dt.strftime("%Y-%m-%d")
+    dates = pd.to_datetime(frame["date"], errors="coerce")
+    if dates.isna().any():
+        bad = frame["date"][dates.isna()].iloc[0]
+        raise StockLLMError(f"date {bad!r} is not a date (row {int(dates.isna().to_numpy().argmax()) + 1}); write YYYY-MM-DD")
+    frame["date"] = dates.dt.strftime("%Y-%m-%d")
     for column in INT_COLUMNS:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").round().astype("Int64")
     for column in FLOAT_COLUMNS:
@@ -135,9 +166,37 @@ def read_price_csv(path: Path) -> pd.DataFrame:
         raise StockLLMError(f"{path} is not a readable price CSV ({exc.__class__.__name__}); expected header {','.join(PRICE_COLUMNS)}") from None
     frame = frame.loc[:, [c for c in frame.columns if not str(c).startswith("Unnamed")]]
     try:
-        return normalise_prices(frame)
+        frame = normalise_prices(frame)
+    except StockLLMError as exc:
+        raise StockLLMError(f"{path}: {exc}") from None
     except (ValueError, TypeError) as exc:
         raise StockLLMError(f"{path}: cannot parse price rows ({exc}); expected header {','.join(PRICE_COLUMNS)}") from None
+    problem = price_row_problem(frame)
+    if problem:
+        raise StockLLMError(f"{path}: {problem}; correct or delete that row (or re-run `stockllm fetch`)")
+    return frame
+
+
+def price_row_problem(frame: pd.DataFrame) -> str | None:
+    """The first impossible value of a normalised price table as ``"<date> <field> <value> ..."``, or ``None``.
+
+    Empty cells are fine (missing, never invented); present prices must be positive and finite, volumes not
+    negative, and a day's high at least its low.
+    """
+    checks = [(column, "must be a positive finite price", lambda v: ~(v > 0) | (v == math.inf)) for column in ("open", "high", "low", "close")]
+    checks += [("change", "must be finite", lambda v: v.abs() == math.inf)]
+    checks += [(column, "must not be negative", lambda v: v < 0) for column in INT_COLUMNS]
+    for column, rule, broken in checks:
+        values = frame[column]
+        bad = values.notna() & broken(values).fillna(False).astype(bool)
+        if bad.any():
+            i = bad.to_numpy().argmax()
+            return f"{frame['date'].iloc[i]} {column} {values.iloc[i]} {rule}"
+    inverted = (frame["high"] < frame["low"]).fillna(False).to_numpy()
+    if inverted.any():
+        i = inverted.argmax()
+        return f"{frame['date'].iloc[i]} high {frame['high'].iloc[i]} is below low {frame['low'].iloc[i]}"
+    return None
 
 
 def stored_codes(data_dir: Path) -> list[str]:
@@ -157,10 +216,7 @@ def read_news(data_dir: Path, code: str) -> dict | None:
     path = news_path(data_dir, code)
     if not path.exists():
         return None
-    try:
-        return json.loads(path.read_text("utf-8"))
-    except json.JSONDecodeError as exc:
-        raise StockLLMError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); delete it and re-run `stockllm fetch --news`") from None
+    return read_json(path, dict, "delete it and re-run `stockllm fetch --news`")
 
 
 # --- the bundled offline snapshot -------------------------------------------------------------------
