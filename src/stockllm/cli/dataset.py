@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_codes_arg, add_data_args, add_dataset_args, info, print_json
+from .common import add_codes_arg, add_data_args, add_dataset_args, info, output_folder, positive_int, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -13,8 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_data_args(build, only=["data_dir", "company_list_file"])
     add_codes_arg(build)
     add_dataset_args(build)
-    build.add_argument("--max-seq-length", type=int, default=2048, help="longest example (prompt + answer) in tokens; longer windows are skipped and counted (default: 2048)")
-    build.add_argument("--out", default="outputs/dataset", help="output folder for train/validation/test JSONL and metadata.json (default: outputs/dataset)")
+    build.add_argument("--max-seq-length", type=positive_int, default=2048, help="longest example (prompt + answer) in tokens; longer windows are skipped and counted (default: 2048)")
+    build.add_argument("--out", type=output_folder, default="outputs/dataset", help="output folder for train/validation/test JSONL and metadata.json (default: outputs/dataset)")
     build.add_argument("--json", action="store_true", help="print the metadata as JSON on stdout")
     build.set_defaults(func=run_build)
 

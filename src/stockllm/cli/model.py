@@ -6,17 +6,17 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import add_codes_arg, add_data_args, add_dataset_args, add_train_args, info, print_json
+from .common import add_codes_arg, add_data_args, add_dataset_args, add_train_args, info, iso_date, output_file, positive_int, print_json
 
 
 def add_predict_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("forecast")
     group.add_argument("--code", default="2330", help="stock code or name to forecast (default: 2330)")
-    group.add_argument("--past", type=int, default=5, help="past trading days shown to the model (default: 5)")
-    group.add_argument("--future", type=int, default=5, help="trading days to forecast (default: 5)")
-    group.add_argument("--as-of", default=None, help="last input day YYYY-MM-DD (default: the last stored day)")
-    group.add_argument("--chart", default=None, help="save a K-line chart of past + forecast days to this PNG")
-    group.add_argument("--samples", type=int, default=1, help="sampled answers; >1 gives a per-day median and 80%% interval (default: 1)")
+    group.add_argument("--past", type=positive_int, default=5, help="past trading days shown to the model (default: 5)")
+    group.add_argument("--future", type=positive_int, default=5, help="trading days to forecast (default: 5)")
+    group.add_argument("--as-of", type=iso_date, default=None, help="last input day YYYY-MM-DD (default: the last stored day)")
+    group.add_argument("--chart", type=output_file, default=None, help="save a K-line chart of past + forecast days to this PNG")
+    group.add_argument("--samples", type=positive_int, default=1, help="sampled answers; >1 gives a per-day median and 80%% interval (default: 1)")
     group.add_argument("--json", action="store_true", help="print the forecast as JSON")
     if "--context" not in parser._option_string_actions:  # main.py also has the dataset's --context; then it is shared
         group.add_argument("--context", default="auto",
@@ -89,13 +89,15 @@ def predict_context(value: str | None) -> str | None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    from .. import store
     from ..llm.predictor import StockPredictor
+    from ..universe import resolve
 
+    store.read_prices(args.data_dir, resolve(args.code).code)  # an unknown code is said before the model loads
     predictor = StockPredictor(args.model_dir, args.data_dir, samples=args.samples)
     forecast = predictor.inference(args.code, args.past, args.future, predict_context(args.context), as_of=args.as_of)
     meta = forecast.info
     if args.chart:
-        from .. import store
         from ..charts import kline_chart
 
         history = store.read_prices(args.data_dir, meta["code"])

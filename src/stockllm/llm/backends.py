@@ -189,10 +189,17 @@ def trainable_parameters(model: Any) -> tuple[int, int]:
 
 
 def read_training_info(model_dir: Path | str) -> dict:
+    """The model dir's training record; missing, corrupt, not an object or without ``base_model`` is one error line."""
+    from .. import store
+
     path = Path(model_dir) / TRAINING_INFO
+    again = f"run `stockllm train --model-dir {model_dir}` again"
     if not path.exists():
         raise StockLLMError(f"{model_dir} is not a trained model dir (no {TRAINING_INFO}); run `stockllm train --model-dir {model_dir}` first")
-    return json.loads(path.read_text("utf-8"))
+    info = store.read_json(path, dict, again)
+    if not isinstance(info.get("base_model"), str) or not info["base_model"].strip():
+        raise StockLLMError(f"{path} names no base_model (the model the adapter was trained on); {again}")
+    return info
 
 
 def load_trained(model_dir: Path | str, backend: str = "auto") -> LoadedModel:
