@@ -231,10 +231,11 @@ def test_a_pre_trained_model_whose_training_data_reach_the_period_is_refused(rea
 
 
 def test_verdict_says_plainly_when_no_model_beats_the_random_walk():
-    scores = {"1:1": {"random_walk": {"mase": 1.0}, "drift": {"mase": 1.01, "dm": {"statistic": 0.8, "p_value": 0.4, "mean_loss_difference": 0.01}}}}
-    assert verdicts(scores) == ["Window 1:1: no model beats the random walk at the 5% level; the lowest MASE is drift's (1.010, DM statistic +0.80, p = 0.4)."]
-    scores["1:1"]["drift"] = {"mase": 0.9, "dm": {"statistic": -3.0, "p_value": 0.01, "mean_loss_difference": -0.1}}
-    assert verdicts(scores) == ["Window 1:1: drift (MASE 0.900, p = 0.01) beat the random walk at the 5% level."]
+    scores = {"1:1": {"random_walk": {"mase": 1.0, "answer_rate": 1.0},
+                      "drift": {"mase": 1.01, "answer_rate": 1.0, "dm": {"statistic": 0.8, "p_value": 0.4, "mean_loss_difference": 0.01}}}}
+    assert verdicts(scores) == ["Window 1:1: no model beats the random walk at the 5% level; the lowest relative MAE is drift's (1.010, DM statistic +0.80, p = 0.4)."]
+    scores["1:1"]["drift"] = {"mase": 0.9, "answer_rate": 1.0, "dm": {"statistic": -3.0, "p_value": 0.01, "mean_loss_difference": -0.1}}
+    assert verdicts(scores) == ["Window 1:1: drift (rel. MAE 0.900, p = 0.01) beat the random walk at the 5% level."]
 
 
 @pytest.mark.parametrize("text", ["5", "5:0", "a:b", "1:1,1:1", ""])

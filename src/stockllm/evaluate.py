@@ -1,4 +1,4 @@
-"""Walk-forward evaluation: every model forecasts every day of a held-out period from data up to that day.
+"""Walk-forward evaluation: every model forecasts from many days of a held-out period, from data up to that day.
 
 How leakage is prevented (see ``docs/evaluation.md``):
 
@@ -8,15 +8,24 @@ How leakage is prevented (see ``docs/evaluation.md``):
 * Models learn (``fit``) only from days before ``fit_end``, which lies ``gap`` trading days before
   ``start`` — ``gap`` is the longest horizon evaluated, the dataset's split rule — so no target day of the
   period, nor any day next to it, is ever in training data.
-* At each origin a model receives the rows up to and including the origin and nothing else: the whole
-  history for baselines that use it (``uses_full_history``), the last ``past`` rows for window models
-  (the LLM, LSTM, CNN). Actuals are the next ``horizon`` stored rows (by position, since an unforeseen
-  closure can shift a calendar date).
+* Origins are shared calendar dates (every ``stride``-th stored trading day from the one before ``start``), so
+  every company and model is scored on the same days. At each origin a model receives the whole history up
+  to and including the origin, and nothing after it, in a :class:`~stockllm.forecasters.base.ForecastRequest`
+  that also names the window's ``past``: a window model (the LLM, LSTM, CNN) takes its own window from it.
+* Forecasts are scored **by date**: day k of a forecast is compared with the stored row dated the k-th
+  exchange trading day after the origin; a date without a stored row (a suspension, a gap in the data) is
+  not scored, so a missing month is never scored as the next day.
 
-Every forecast is checked with :func:`stockllm.validation.validate_forecast`; invalid ones are counted (and
-still scored: they are what the model said), failures (an exception the model raised as a
-:class:`StockLLMError`, e.g. an unparseable LLM answer, or the wrong number of days) are counted and left
-out of the error metrics, and each model is scored against the random walk on exactly the points it answered.
+All requests of one company and window go to a model in one :func:`~stockllm.forecasters.base.predict_many`
+call (the LLM generates them in batches). :func:`walk_company` is a plain function of one company's table,
+the fitted models, their windows and the :class:`Period`, so companies can be walked in separate processes.
+
+Every forecast is checked: with the model's own verdict when it gives one (``Forecast.info["valid"]`` and
+``info["problems"]``, computed by the LLM on what it wrote: its dates and its field set), else with
+:func:`stockllm.validation.validate_forecast`. Invalid ones are counted (and still scored: they are what the
+model said); failures (an exception the model raised as a :class:`StockLLMError`, e.g. an unparseable LLM
+answer, or the wrong number of days) are counted and left out of the error metrics, and each model is scored
+against the random walk on exactly the points it answered.
 """
 
 from __future__ import annotations
@@ -26,14 +35,15 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from . import metrics, store
 from .errors import StockLLMError
-from .forecasters.base import Forecast, Forecaster, future_dates
+from .forecasters.base import Forecast, Forecaster, ForecastRequest, predict_many
+from .market import next_trading_days
 from .universe import Company
 from .validation import validate_forecast
 
@@ -43,6 +53,9 @@ DEFAULT_TEST_FRAC = 0.1
 BASELINE = "random_walk"
 PRICE_FIELDS = ["open", "high", "low", "close"]
 SIGNIFICANCE = 0.05
+MIN_ANSWER_RATE = 0.95
+"""A model that answered (parsed) fewer of its forecasts than this gets no verdict: its errors would be judged on
+the forecasts it chose to answer."""
 
 Window = tuple[int, int]
 
@@ -74,11 +87,27 @@ class Skip:
     reason: str
 
 
+@dataclass(frozen=True)
+class Period:
+    """The evaluation period every company shares.
+
+    ``origins`` are the calendar dates forecasts are made from, the same for every company and model: every
+    ``stride``-th stored trading day (over all companies) from the last one before ``start``, whose next
+    trading day is the period's first target day.
+    """
+
+    start: str
+    fit_end: str
+    end: str
+    origins: tuple[str, ...]
+    stride: int = 1
+
+
 @dataclass
 class WalkForward:
     """Everything one evaluation run produced, before scoring.
 
-    ``points``: one row per model × window × company × origin × horizon day (forecast and actual values).
+    ``points``: one row per model × window × company × origin × scored horizon day (forecast and actual values).
     ``attempts``: one row per forecast asked for, with ``status`` valid / invalid / failed and the first problem.
     """
 
@@ -90,9 +119,21 @@ class WalkForward:
     start: str
     fit_end: str
     end: str
+    stride: int = 1
     direction_only: list[str] = field(default_factory=list)
     prices: dict[str, pd.DataFrame] = field(repr=False, default_factory=dict)
     timings: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+@dataclass
+class CompanyWalk:
+    """What :func:`walk_company` produced for one company: ``POINT_COLUMNS`` and ``ATTEMPT_COLUMNS`` rows, the
+    windows it was skipped for, and the seconds each model spent forecasting (validation included)."""
+
+    points: list[tuple]
+    attempts: list[tuple]
+    skipped: list[Skip]
+    predict_s: dict[str, float]
 
 
 def load_prices(data_dir: Path, companies: list[Company]) -> tuple[dict[str, pd.DataFrame], list[Skip]]:
@@ -109,12 +150,17 @@ def load_prices(data_dir: Path, companies: list[Company]) -> tuple[dict[str, pd.
     return prices, skipped
 
 
+def _stored_days(prices: Mapping[str, pd.DataFrame]) -> list[str]:
+    """Every stored trading day of any company, ascending: the shared calendar of the evaluation."""
+    return sorted(set().union(*(frame["date"] for frame in prices.values())))
+
+
 def period_bounds(prices: Mapping[str, pd.DataFrame], start: str | None, gap: int, test_frac: float = DEFAULT_TEST_FRAC) -> tuple[str, str]:
     """(start, fit_end): the first day of the evaluation period and the first day models may not learn from.
 
     Both are stored trading days (the union over companies); ``fit_end`` is ``gap`` of them before ``start``.
     """
-    days = sorted(set().union(*(frame["date"] for frame in prices.values())))
+    days = _stored_days(prices)
     if start is None:
         first = min(max(len(days) - round(len(days) * test_frac), 1), len(days) - 1)  # dataset._boundaries' rule
     else:
@@ -129,9 +175,15 @@ def period_bounds(prices: Mapping[str, pd.DataFrame], start: str | None, gap: in
     return days[first], days[first - gap]
 
 
-def _history_for(model: Forecaster, history: pd.DataFrame, past: int) -> pd.DataFrame:
-    """What ``model`` is shown at an origin: the whole past for baselines, the last ``past`` rows for window models."""
-    return history if getattr(model, "uses_full_history", False) else history.iloc[-past:]
+def make_period(prices: Mapping[str, pd.DataFrame], start: str | None, gap: int, test_frac: float = DEFAULT_TEST_FRAC,
+                stride: int = 1) -> Period:
+    """The shared :class:`Period`: its bounds (:func:`period_bounds`) and every ``stride``-th origin date."""
+    if stride < 1:
+        raise StockLLMError(f"--stride {stride} is not a positive number of trading days; write e.g. --stride 5")
+    start, fit_end = period_bounds(prices, start, gap, test_frac)
+    days = _stored_days(prices)
+    first = days.index(start)
+    return Period(start, fit_end, days[-1], tuple(days[first - 1::stride]), stride)
 
 
 def _check_training_range(name: str, model: Forecaster, fit_end: str) -> None:
@@ -144,60 +196,41 @@ def _check_training_range(name: str, model: Forecaster, fit_end: str) -> None:
 
 def walk_forward(prices: Mapping[str, pd.DataFrame], models: Mapping[str, Forecaster], windows: list[Window],
                  start: str | None = None, test_frac: float = DEFAULT_TEST_FRAC,
-                 progress: Callable[[str], None] | None = None, skipped: list[Skip] | None = None) -> WalkForward:
-    """Run every model over every window, company and origin of the evaluation period (module docstring)."""
+                 progress: Callable[[str], None] | None = None, skipped: list[Skip] | None = None,
+                 stride: int = 1) -> WalkForward:
+    """Fit every model, then run it over every window, company and shared origin of the period (module docstring)."""
     say = progress or (lambda _message: None)
     if BASELINE not in models:
-        raise StockLLMError(f"the evaluation needs the {BASELINE} model: every MASE and Diebold-Mariano test is relative to it")
+        raise StockLLMError(f"the evaluation needs the {BASELINE} model: every relative MAE and Diebold-Mariano test is relative to it")
     gap = max(horizon for _, horizon in windows)
-    start, fit_end = period_bounds(prices, start, gap, test_frac)
-    end = max(frame["date"].iloc[-1] for frame in prices.values())
+    period = make_period(prices, start, gap, test_frac, stride)
     skipped = list(skipped or [])
-    say(f"evaluation period {start} → {end}; models learn from days before {fit_end} (gap {gap} trading days)")
+    say(f"evaluation period {period.start} → {period.end}; models learn from days before {period.fit_end} (gap {gap} trading days); "
+        f"{len(period.origins)} origin dates (every {stride} trading day{'s' if stride > 1 else ''})")
 
-    training = {code: frame[frame["date"] < fit_end].reset_index(drop=True) for code, frame in prices.items()}
-    ready, timings = _fit_all(models, {code: frame for code, frame in training.items() if len(frame)}, windows, fit_end, skipped, say)
+    training = {code: frame[frame["date"] < period.fit_end].reset_index(drop=True) for code, frame in prices.items()}
+    ready, timings = _fit_all(models, {code: frame for code, frame in training.items() if len(frame)}, windows, period.fit_end, skipped, say)
 
     points: list[tuple] = []
     attempts: list[tuple] = []
+    for number, (code, frame) in enumerate(prices.items(), 1):
+        say(f"  {code} ({number}/{len(prices)})")
+        walked = walk_company(code, frame, models, ready, period)
+        points.extend(walked.points)
+        attempts.extend(walked.attempts)
+        skipped.extend(walked.skipped)
+        for name, seconds in walked.predict_s.items():
+            timings[name]["predict_s"] += seconds
+    attempts_frame = pd.DataFrame(attempts, columns=ATTEMPT_COLUMNS)
+    for name, count in attempts_frame["model"].value_counts().items():
+        timings[name]["forecasts"] = int(count)
     for window in windows:
-        past, horizon = window
-        wname = window_name(window)
-        for number, (code, frame) in enumerate(prices.items(), 1):
-            say(f"  window {wname}: {code} ({number}/{len(prices)})")
-            dates = frame["date"].tolist()
-            first = int(np.searchsorted(dates, start))
-            origins = range(max(first - 1, past - 1), len(frame) - horizon)
-            if first >= len(frame):
-                skipped.append(Skip(code, wname, f"no stored day on or after {start} (data end {dates[-1]})"))
-                continue
-            if not len(origins):
-                skipped.append(Skip(code, wname, f"too little history: {len(frame)} traded days, {len(frame) - first} in the period; "
-                                                 f"window {wname} needs {past} input days before and {horizon} after an origin"))
-                continue
-            closes = frame["close"].to_numpy(float)
-            actual = frame[PRICE_FIELDS].to_numpy(float)
-            for origin in origins:
-                history = frame.iloc[: origin + 1]
-                expected = future_dates(history, horizon)
-                for name, model in models.items():
-                    if window not in ready[name]:
-                        continue
-                    began = time.perf_counter()
-                    status, problem, forecast = _forecast(model, _history_for(model, history, past), horizon, code, closes[origin], expected)
-                    timings[name]["predict_s"] += time.perf_counter() - began
-                    timings[name]["forecasts"] += 1
-                    attempts.append((name, wname, code, dates[origin], status, problem))
-                    if forecast is not None:
-                        key = (name, wname, code, dates[origin])
-                        points.extend(_points(key, forecast, closes[origin], dates[origin + 1: origin + 1 + horizon],
-                                              actual[origin + 1: origin + 1 + horizon], status == "valid"))
-        say(f"  window {wname}: {sum(1 for a in attempts if a[1] == wname)} forecasts")
+        say(f"  window {window_name(window)}: {int((attempts_frame['window'] == window_name(window)).sum())} forecasts")
 
     return WalkForward(
-        points=pd.DataFrame(points, columns=POINT_COLUMNS),
-        attempts=pd.DataFrame(attempts, columns=["model", "window", "code", "origin", "status", "problem"]),
-        skipped=skipped, windows=list(windows), models=list(models), start=start, fit_end=fit_end, end=end,
+        points=pd.DataFrame(points, columns=POINT_COLUMNS), attempts=attempts_frame,
+        skipped=skipped, windows=list(windows), models=list(models), start=period.start, fit_end=period.fit_end,
+        end=period.end, stride=stride,
         direction_only=[name for name, model in models.items() if getattr(model, "direction_only", False)],
         prices=dict(prices), timings=timings,
     )
@@ -228,73 +261,148 @@ def _fit_all(models: Mapping[str, Forecaster], training: Mapping[str, pd.DataFra
     return ready, timings
 
 
+@dataclass(frozen=True)
+class _Origin:
+    """One origin of one company and window: its row, the calendar dates it forecasts, their stored rows (or None)."""
+
+    row: int
+    dates: list[str]
+    rows: list[int | None]
+
+
+def _origins(dates: list[str], at: Mapping[str, int], period: Period, window: Window) -> list[_Origin]:
+    """The company's origins for ``window``: shared origin dates it has a row on, with ``past`` rows up to it,
+    whose last target date is not after its last stored day and with at least one target day stored."""
+    past, horizon = window
+    out = []
+    for day in period.origins:
+        row = at.get(day)
+        if row is None or row < past - 1:
+            continue
+        targets = [d.isoformat() for d in next_trading_days(day, horizon)]
+        if targets[-1] > dates[-1]:
+            break
+        rows = [at.get(d) for d in targets]
+        if any(r is not None for r in rows):
+            out.append(_Origin(row, targets, rows))
+    return out
+
+
+def walk_company(code: str, frame: pd.DataFrame, models: Mapping[str, Forecaster], windows: Mapping[str, Sequence[Window]],
+                 period: Period) -> CompanyWalk:
+    """Forecast one company from every shared origin of ``period`` with every (fitted) model, for the windows
+    ``windows[model name]`` lists; one :func:`predict_many` call per model and window."""
+    dates = frame["date"].tolist()
+    at = {day: i for i, day in enumerate(dates)}
+    actual = frame[PRICE_FIELDS].to_numpy(float)
+    walked = CompanyWalk([], [], [], {name: 0.0 for name in models})
+    for window in dict.fromkeys(w for name in models for w in windows[name]):
+        wname = window_name(window)
+        if dates[-1] < period.start:
+            walked.skipped.append(Skip(code, wname, f"no stored day on or after {period.start} (data end {dates[-1]})"))
+            continue
+        origins = _origins(dates, at, period, window)
+        if not origins:
+            walked.skipped.append(Skip(code, wname, f"too little history: {len(frame)} traded days, "
+                                                    f"{len(frame) - int(np.searchsorted(dates, period.start))} in the period; window {wname} needs {window[0]} input days before and {window[1]} after an origin"))
+            continue
+        requests = [ForecastRequest(frame.iloc[: o.row + 1], window[1], code, window[0]) for o in origins]
+        for name, model in models.items():
+            if window in windows[name]:
+                began = time.perf_counter()
+                _forecast_origins(walked, (name, wname, code), model, requests, origins, actual)
+                walked.predict_s[name] += time.perf_counter() - began
+    return walked
+
+
+def _forecast_origins(walked: CompanyWalk, key: tuple[str, str, str], model: Forecaster, requests: list[ForecastRequest],
+                      origins: list[_Origin], actual: np.ndarray) -> None:
+    """Ask ``model`` for every request at once and add the attempts and scored points to ``walked``."""
+    min_history = getattr(model, "min_history", 1)
+    answers = iter(predict_many(model, [r for r in requests if len(r.history) >= min_history]))
+    for request, origin in zip(requests, origins):
+        day = request.history["date"].iat[-1]
+        if len(request.history) < min_history:
+            status, problem, forecast = "failed", f"needs {min_history} days of history, has {len(request.history)}", None
+        else:
+            status, problem, forecast = _judge(next(answers), request.horizon, actual[origin.row, 3], origin.dates)
+        walked.attempts.append((*key, day, status, problem))
+        if forecast is not None:
+            walked.points.extend(_points((*key, day), forecast, actual[origin.row, 3], origin, actual, status == "valid"))
+
+
 POINT_COLUMNS = ["model", "window", "code", "origin", "step", "target_date", "origin_close",
                  "f_open", "f_high", "f_low", "f_close", "f_capacity", "f_lo", "f_hi", "f_direction",
                  "open", "high", "low", "close", "valid"]
+ATTEMPT_COLUMNS = ["model", "window", "code", "origin", "status", "problem"]
 
 
-def _points(key: tuple, forecast: Forecast, origin_close: float, target_dates: list[str], actual: np.ndarray, valid: bool) -> list[tuple]:
-    """One ``POINT_COLUMNS`` row per forecast day: what the model said beside what happened.
+def _points(key: tuple, forecast: Forecast, origin_close: float, origin: _Origin, actual: np.ndarray, valid: bool) -> list[tuple]:
+    """One ``POINT_COLUMNS`` row per forecast day that has a stored row on its date: what the model said beside
+    what happened.
 
     The called direction is the sign of the forecast close minus the origin's close, or the model's own
     ``info["direction"]`` for direction-only models.
     """
     f = forecast.frame
-    horizon = len(target_dates)
-    nothing = np.full(horizon, np.nan)
+    nothing = np.full(len(f), np.nan)
     said = np.column_stack([f[c].to_numpy(float) for c in PRICE_FIELDS])
     volume = f["capacity"].to_numpy(float) if "capacity" in f.columns else nothing
     lo, hi = (f["close_lo"].to_numpy(float), f["close_hi"].to_numpy(float)) if forecast.has_interval() else (nothing, nothing)
     direction = forecast.info.get("direction")
-    return [(*key, k + 1, target_dates[k], origin_close, *said[k], volume[k], lo[k], hi[k],
-             float(np.sign(direction if direction is not None else said[k, 3] - origin_close)), *actual[k], valid)
-            for k in range(horizon)]
+    return [(*key, k + 1, origin.dates[k], origin_close, *said[k], volume[k], lo[k], hi[k],
+             float(np.sign(direction if direction is not None else said[k, 3] - origin_close)), *actual[row], valid)
+            for k, row in enumerate(origin.rows) if row is not None]
 
 
-def _forecast(model: Forecaster, history: pd.DataFrame, horizon: int, code: str, previous_close: float,
-              expected: list[str]):
-    """(status, first problem, forecast or None) of one prediction."""
-    min_history = getattr(model, "min_history", 1)
-    if len(history) < min_history:
-        return "failed", f"needs {min_history} days of history, has {len(history)}", None
-    try:
-        forecast = model.predict(history, horizon, code=code)
-    except StockLLMError as exc:
-        return "failed", str(exc), None
-    closes = forecast.frame["close"].to_numpy(float) if "close" in forecast.frame.columns else np.array([])
+def _judge(answer: Forecast | Exception, horizon: int, previous_close: float, expected: list[str]):
+    """(status, first problem, forecast or None) of one answer.
+
+    A model that judged its own answer (``info["valid"]``: the LLM, on the dates and fields it wrote) is taken
+    at its word; the table it returns is rebuilt on the calendar's dates with NaN for fields it does not
+    forecast, which re-validating would misjudge both ways.
+    """
+    if isinstance(answer, Exception):
+        return "failed", str(answer), None
+    closes = answer.frame["close"].to_numpy(float) if "close" in answer.frame.columns else np.array([])
     if len(closes) != horizon or not np.all(np.isfinite(closes)):
         return "failed", f"gave {len(closes)} usable days instead of {horizon}", None
-    problems = validate_forecast(forecast.frame, previous_close, expected)
-    return ("invalid", problems[0], forecast) if problems else ("valid", "", forecast)
+    if "valid" in answer.info:
+        problems = [] if answer.info["valid"] else list(answer.info.get("problems") or ["the model flagged its answer as invalid"])
+    else:
+        problems = validate_forecast(answer.frame, previous_close, expected)
+    return ("invalid", problems[0], answer) if problems else ("valid", "", answer)
 
 
 # --- scoring -----------------------------------------------------------------------------------------
 
 def _scale_by_company(rows: pd.DataFrame, column: str) -> pd.Series:
-    """The random walk's MAE of ``column`` per company on the scored points (the MASE denominators)."""
+    """The random walk's MAE of ``column`` per company on the scored points (the relative MAE's denominators)."""
     return (rows[f"rw_{column}"] - rows[column]).abs().groupby(rows["code"]).mean()
 
 
-def _dm_against_baseline(rows: pd.DataFrame, horizon: int) -> metrics.DMResult:
-    """Diebold-Mariano of the model vs the random walk on close errors scaled per company.
+def _dm_against_baseline(rows: pd.DataFrame, horizon: int, stride: int) -> metrics.DMResult:
+    """Diebold-Mariano of the model vs the random walk on close errors scaled per company, weighed like the relative MAE.
 
-    Loss of a forecast = mean over its horizon days of |error| / (random walk's MAE for that company), so every
-    company weighs the same; losses are averaged across companies per origin date (companies move together on
-    the same day, so pooling them as independent would overstate significance), giving one loss-difference
-    series over origin dates, tested with ``h = horizon`` (overlapping multi-day forecasts).
+    The loss difference of a forecast day is (|model error| − |random walk error|) / the random walk's MAE for
+    that company. Companies move together on the same day, so they are not pooled as independent: the
+    differences are summed per origin date, giving one series over dates, and each date's sum is divided by
+    the mean number of scored forecast days per date. A date thus weighs by how many forecasts it holds, and the
+    series' mean is exactly the pooled mean difference, i.e. relative MAE − 1: test and effect size weigh every
+    forecast like the relative MAE does, so their signs agree. Forecasts overlap when ``stride`` < ``horizon``:
+    the test allows for ``ceil(horizon / stride)`` origins of dependence.
     """
     scale = _scale_by_company(rows, "close").replace(0.0, np.nan)
-    per_row = pd.DataFrame({
-        "origin": rows["origin"],
-        "model": (rows["f_close"] - rows["close"]).abs() / rows["code"].map(scale),
-        "baseline": (rows["rw_close"] - rows["close"]).abs() / rows["code"].map(scale),
-    }).dropna()
-    by_date = per_row.groupby("origin")[["model", "baseline"]].mean().sort_index()
-    return metrics.diebold_mariano(by_date["model"], by_date["baseline"], horizon=horizon)
+    difference = ((rows["f_close"] - rows["close"]).abs() - (rows["rw_close"] - rows["close"]).abs()) / rows["code"].map(scale)
+    by_date = difference.groupby(rows["origin"]).agg(["sum", "count"]).sort_index()
+    by_date = by_date[by_date["count"] > 0]
+    weighted = by_date["sum"] / by_date["count"].mean()
+    return metrics.diebold_mariano_differences(weighted.to_numpy(), horizon=math.ceil(horizon / stride))
 
 
-def _error_metrics(rows: pd.DataFrame, horizon: int, is_baseline: bool) -> dict:
-    """MAE/RMSE/MAPE/MASE of close, MASE of each OHLC field, per-step errors and the DM test vs the random walk."""
+def _error_metrics(rows: pd.DataFrame, horizon: int, stride: int, is_baseline: bool) -> dict:
+    """MAE/RMSE/MAPE/relative MAE of close, relative MAE of each OHLC field, per-step errors and the DM test vs
+    the random walk."""
     error = rows["f_close"] - rows["close"]
     out = {
         "mae": metrics.mae(error), "rmse": metrics.rmse(error), "mape": metrics.mape(rows["f_close"], rows["close"]),
@@ -306,8 +414,9 @@ def _error_metrics(rows: pd.DataFrame, horizon: int, is_baseline: bool) -> dict:
         },
     }
     if not is_baseline:
-        dm = _dm_against_baseline(rows, horizon)
-        out["dm"] = {"statistic": dm.statistic, "p_value": dm.p_value, "dates": dm.n, "mean_loss_difference": dm.mean_difference}
+        dm = _dm_against_baseline(rows, horizon, stride)
+        out["dm"] = {"statistic": dm.statistic, "p_value": dm.p_value, "dates": dm.n, "mean_loss_difference": dm.mean_difference,
+                     "weighting": "forecast days per origin date"}
     return out
 
 
@@ -317,7 +426,10 @@ def _mase(rows: pd.DataFrame, column: str) -> float:
 
 
 def score(result: WalkForward) -> dict:
-    """Metrics per window and model (the ``metrics.json`` ``windows`` object); definitions in docs/evaluation.md."""
+    """Metrics per window and model (the ``metrics.json`` ``windows`` object); definitions in docs/evaluation.md.
+
+    ``mase`` is the relative MAE (:func:`metrics.relative_mae`), kept under its old key for existing readers.
+    """
     keys = ["window", "code", "origin", "step"]
     baseline = result.points[result.points["model"] == BASELINE]
     baseline = baseline[keys + [f"f_{c}" for c in PRICE_FIELDS]].rename(columns={f"f_{c}": f"rw_{c}" for c in PRICE_FIELDS})
@@ -351,37 +463,53 @@ def score(result: WalkForward) -> dict:
                 else:
                     paired = rows.merge(baseline, on=keys, how="inner")
                     if not paired.empty:
-                        entry.update(_error_metrics(paired, horizon, name == BASELINE))
+                        entry.update(_error_metrics(paired, horizon, result.stride, name == BASELINE))
             out[wname][name] = entry
     return out
 
 
 def verdicts(scores: dict) -> list[str]:
-    """Plain sentences: per window, which models beat the random walk (lower loss, DM p < 0.05) — or that none did."""
+    """Plain sentences: per window, which models beat the random walk — or that none did.
+
+    A model beats (or is worse than) the random walk when its DM test has p < 0.05 and both its mean loss
+    difference and its relative MAE − 1 have that sign, and it answered at least ``MIN_ANSWER_RATE`` of its
+    forecasts; a model that answered fewer gets no verdict and is named as such.
+    """
     lines = []
     for wname, models in scores.items():
         tested = {name: m for name, m in models.items() if "dm" in m and not math.isnan(m["dm"]["p_value"])}
-        better = sorted((m["dm"]["p_value"], name) for name, m in tested.items()
-                        if m["dm"]["mean_loss_difference"] < 0 and m["dm"]["p_value"] < SIGNIFICANCE)
-        worse = sorted(name for name, m in tested.items() if m["dm"]["mean_loss_difference"] > 0 and m["dm"]["p_value"] < SIGNIFICANCE)
+        unanswered = sorted(name for name, m in tested.items() if m["answer_rate"] < MIN_ANSWER_RATE)
+        judged = {name: m for name, m in tested.items() if name not in unanswered}
+
+        def significant(m: dict, sign: int) -> bool:
+            return m["dm"]["p_value"] < SIGNIFICANCE and np.sign(m["dm"]["mean_loss_difference"]) == sign == np.sign(m["mase"] - 1)
+
+        better = sorted((m["dm"]["p_value"], name) for name, m in judged.items() if significant(m, -1))
+        worse = sorted(name for name, m in judged.items() if significant(m, 1))
         if better:
-            names = ", ".join(f"{name} (MASE {models[name]['mase']:.3f}, p = {p:.3g})" for p, name in better)
+            names = ", ".join(f"{name} (rel. MAE {models[name]['mase']:.3f}, p = {p:.3g})" for p, name in better)
             lines.append(f"Window {wname}: {names} beat the random walk at the 5% level.")
-        elif tested:
-            closest = min(tested, key=lambda n: tested[n]["mase"])
-            m = tested[closest]
-            lines.append(f"Window {wname}: no model beats the random walk at the 5% level; the lowest MASE is {closest}'s "
+        elif judged:
+            closest = min(judged, key=lambda n: judged[n]["mase"])
+            m = judged[closest]
+            lines.append(f"Window {wname}: no model beats the random walk at the 5% level; the lowest relative MAE is {closest}'s "
                          f"({m['mase']:.3f}, DM statistic {m['dm']['statistic']:+.2f}, p = {m['dm']['p_value']:.3g}).")
-        else:
+        elif not unanswered:
             lines.append(f"Window {wname}: no model could be tested against the random walk.")
         if worse:
             lines.append(f"Window {wname}: significantly worse than the random walk (p < 0.05): {', '.join(worse)}.")
+        for name in unanswered:
+            m = models[name]
+            lines.append(f"Window {wname}: no verdict for {name}: it answered {m['answer_rate']:.1%} of its forecasts, under the "
+                         f"{MIN_ANSWER_RATE:.0%} a verdict needs (relative MAE {m['mase']:.3f} on the ones it answered).")
     return lines
 
 
 def run_evaluation(data_dir: Path, companies: list[Company], windows: list[Window], specs: list[str],
-                   start: str | None = None, progress: Callable[[str], None] | None = None) -> tuple[WalkForward, dict]:
-    """Load prices, build the named models (the random walk is always added), walk forward and score."""
+                   start: str | None = None, progress: Callable[[str], None] | None = None,
+                   stride: int = 1) -> tuple[WalkForward, dict]:
+    """Load prices, build the named models (the random walk is always added; an LLM reads its news context from
+    ``data_dir``), walk forward and score."""
     from .forecasters.registry import make_forecaster
 
     say = progress or (lambda _message: None)
@@ -389,6 +517,6 @@ def run_evaluation(data_dir: Path, companies: list[Company], windows: list[Windo
         specs = [BASELINE, *specs]
         say(f"adding {BASELINE}: every relative metric is measured against it")
     prices, skipped = load_prices(Path(data_dir), companies)
-    models = {spec: make_forecaster(spec) for spec in specs}
-    result = walk_forward(prices, models, windows, start=start, progress=say, skipped=skipped)
+    models = {spec: make_forecaster(spec, data_dir=Path(data_dir)) for spec in specs}
+    result = walk_forward(prices, models, windows, start=start, progress=say, skipped=skipped, stride=stride)
     return result, score(result)

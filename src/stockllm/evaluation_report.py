@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from . import store
-from .evaluate import BASELINE, SIGNIFICANCE, WalkForward, verdicts, window_name
+from .evaluate import BASELINE, MIN_ANSWER_RATE, SIGNIFICANCE, WalkForward, verdicts, window_name
 from .forecasters.base import Forecast
 
 TAIWAN_UP, TAIWAN_DOWN = "#d62728", "#2ca02c"
@@ -36,7 +36,7 @@ def write_report(result: WalkForward, scores: dict, out_dir: Path, command: str 
     store.atomic_write_json(out_dir / "metrics.json", _json_safe({
         "windows": scores,
         "verdict": lines,
-        "settings": {"start": result.start, "end": result.end, "fit_end": result.fit_end,
+        "settings": {"start": result.start, "end": result.end, "fit_end": result.fit_end, "stride": result.stride,
                      "windows": [window_name(w) for w in result.windows], "models": result.models,
                      "companies": sorted(result.prices), "command": command},
         "skipped": [{"code": s.code, "window": s.window, "reason": s.reason} for s in result.skipped],
@@ -72,6 +72,13 @@ def _p(value) -> str:
     return f"{value:.3g}" + (" *" if value < SIGNIFICANCE else "")
 
 
+def _origins_sentence(stride: int) -> str:
+    if stride == 1:
+        return "Every trading day of the period is a forecast origin."
+    return (f"Every {stride}th trading day of the period is a forecast origin (`--stride {stride}`), the same dates for "
+            f"every company and model.")
+
+
 def render_markdown(result: WalkForward, scores: dict, lines: list[str], plots: dict[str, Path], command: str = "") -> str:
     evaluated = sorted({code for code in result.points["code"].unique()})
     out = [
@@ -79,35 +86,39 @@ def render_markdown(result: WalkForward, scores: dict, lines: list[str], plots: 
         "",
         f"Evaluation period **{result.start} → {result.end}**; models were fitted only on days before **{result.fit_end}** "
         f"(a gap of {max(h for _, h in result.windows)} trading days, the longest horizon). "
-        f"Every day of the period is a forecast origin; each model saw only data up to its origin. "
+        f"{_origins_sentence(result.stride)} Each model saw only data up to its origin, and each forecast day is "
+        f"scored against the stored row of its date (a day without one is not scored). "
         f"{len(evaluated)} companies evaluated, {len({s.code for s in result.skipped if s.window is None})} skipped entirely.",
         "",
     ]
     if command:
         out += ["Produced by:", "", "```", command, "```", ""]
     out += ["## Verdict", "", *[f"- {line}" for line in lines], "",
-            "MASE is each model's MAE relative to the random walk's on the same forecasts (per company, weighted by "
-            "forecasts): below 1.00 is better than \"tomorrow = today\". DM = Diebold-Mariano test with the "
-            "Harvey-Leybourne-Newbold correction against the random walk (negative statistic = model better; "
-            "`*` = p < 0.05). Definitions: `docs/evaluation.md`.", ""]
+            "rel. MAE = the model's MAE relative to the random walk's on the same forecast days, per company, weighted by "
+            "forecast days (`mase` in metrics.json; not Hyndman's MASE): below 1.000 is better than \"tomorrow = today\". "
+            "DM = Diebold-Mariano test with the Harvey-Leybourne-Newbold correction against the random walk on one "
+            "loss-difference series over origin dates, each date weighted by its number of forecast days, so the test "
+            "weighs forecasts as rel. MAE does and its mean difference is rel. MAE − 1 (negative statistic = model "
+            f"better; `*` = p < 0.05). A verdict needs an answer rate of at least {MIN_ANSWER_RATE:.0%} "
+            "(answered = valid + invalid). Definitions: `docs/evaluation.md`.", ""]
     for window in result.windows:
         wname = window_name(window)
         models = scores.get(wname, {})
         out += [f"## Window {wname} (past {window[0]} → next {window[1]} trading days)", "",
-                "| model | forecasts | valid | invalid | failed | MAE (NT$) | RMSE (NT$) | MAPE % | MASE | DM stat | DM p | direction acc. | majority | MCC | 80% coverage |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                "| model | forecasts | valid | invalid | failed | answered | MAE (NT$) | RMSE (NT$) | MAPE % | rel. MAE | DM stat | DM p | direction acc. | majority | MCC | 80% coverage |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, m in models.items():
             dm = m.get("dm", {})
             d = m.get("direction", {})
             out.append("| " + " | ".join([
-                name, str(m["forecasts"]), str(m["valid"]), str(m["invalid"]), str(m["failed"]),
+                name, str(m["forecasts"]), str(m["valid"]), str(m["invalid"]), str(m["failed"]), f"{m['answer_rate']:.1%}",
                 _fmt(m.get("mae"), 2), _fmt(m.get("rmse"), 2), _fmt(m.get("mape"), 2), _fmt(m.get("mase")),
                 _fmt(dm.get("statistic"), 2), _p(dm.get("p_value")),
                 _fmt(d.get("accuracy")), _fmt(d.get("majority")), _fmt(d.get("mcc")), _fmt(m.get("coverage80")),
             ]) + " |")
         scored = {n: m for n, m in models.items() if "mase_ohlc" in m}
         if scored:
-            out += ["", "MASE by field (open, high, low, close; random walk = last day's candle):", "",
+            out += ["", "rel. MAE by field (open, high, low, close; random walk = last day's candle):", "",
                     "| model | open | high | low | close |", "|---|---|---|---|---|"]
             out += [f"| {n} | " + " | ".join(_fmt(m["mase_ohlc"][c]) for c in ("open", "high", "low", "close")) + " |" for n, m in scored.items()]
         problems = [(n, kind, reason, count) for n, m in models.items() for kind in ("failure_reasons", "invalid_reasons")

@@ -29,12 +29,15 @@ def mape(forecast: Sequence[float], actual: Sequence[float]) -> float:
 
 
 def relative_mae(groups: Iterable[tuple[Sequence[float], Sequence[float]]]) -> float:
-    """MASE relative to the random walk: per group (company) MAE(model) / MAE(random walk), weighted by count.
+    """Relative MAE vs the random walk: per group (company) MAE(model) / MAE(random walk), weighted by count.
+
+    Reported under the ``mase`` key; it is not Hyndman's MASE (whose scale is the in-sample naive MAE) but the
+    model's MAE relative to the random walk's on the very same forecasts.
 
     Each group is ``(model_errors, random_walk_errors)`` over the same forecast points. Scaling per company
     keeps a NT$1,000 share from drowning a NT$30 one; weighting by the number of points makes every forecast
     count once. The random walk scored against itself gives every ratio exactly ``1.0`` and the weighted sum
-    ``n / n``, so its MASE is exactly 1.0, not 0.9999999. Groups where the random walk made no error at all
+    ``n / n``, so its relative MAE is exactly 1.0, not 0.9999999. Groups where the random walk made no error at all
     are left out (their ratio is undefined); ``nan`` when no group is left.
     """
     weighted, count = 0.0, 0
@@ -108,13 +111,21 @@ class DMResult:
 def diebold_mariano(loss_a: Sequence[float], loss_b: Sequence[float], horizon: int = 1, alternative: str = "two-sided") -> DMResult:
     """Test equal expected loss of forecasts ``a`` and ``b`` (Diebold & Mariano 1995, HLN 1997 correction).
 
-    ``d_t = loss_a - loss_b``; its long-run variance uses the autocovariances up to lag ``horizon - 1``
-    (``h``-step forecasts made every period overlap, so their loss differences are MA(h-1)). The statistic is
-    scaled by ``sqrt((T + 1 - 2h + h(h-1)/T) / T)`` and compared with Student's t on ``T - 1`` degrees of
-    freedom, as R's ``forecast::dm.test`` does. Negative statistics favour ``a``. ``alternative``:
-    ``"two-sided"``, ``"less"`` (``a`` has lower loss) or ``"greater"``.
+    The test runs on ``d_t = loss_a - loss_b`` (:func:`diebold_mariano_differences`). Negative statistics favour
+    ``a``. ``alternative``: ``"two-sided"``, ``"less"`` (``a`` has lower loss) or ``"greater"``.
     """
-    d = np.asarray(loss_a, dtype=float) - np.asarray(loss_b, dtype=float)
+    return diebold_mariano_differences(np.asarray(loss_a, dtype=float) - np.asarray(loss_b, dtype=float), horizon, alternative)
+
+
+def diebold_mariano_differences(d: Sequence[float], horizon: int = 1, alternative: str = "two-sided") -> DMResult:
+    """The Diebold-Mariano test of a loss-difference series ``d_t`` having mean zero (HLN-corrected).
+
+    Its long-run variance uses the autocovariances up to lag ``horizon - 1`` (``h``-step forecasts made every
+    period overlap, so their loss differences are MA(h-1)). The statistic is scaled by
+    ``sqrt((T + 1 - 2h + h(h-1)/T) / T)`` and compared with Student's t on ``T - 1`` degrees of freedom, as R's
+    ``forecast::dm.test`` does.
+    """
+    d = np.asarray(d, dtype=float)
     t = len(d)
     if t < 2 or horizon < 1:
         return DMResult(math.nan, math.nan, t, float(d.mean()) if t else math.nan)

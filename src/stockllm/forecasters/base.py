@@ -72,19 +72,22 @@ def predict_many(model: Forecaster, requests: list[ForecastRequest]) -> list[For
     """Forecasts for many requests, in order; a request that fails gives its exception instead of a Forecast.
 
     Models that gain from batching (the LLM generates for many prompts at once) implement
-    ``predict_batch(requests)`` with the same contract; every other model is asked one request at a time.
-    Only :class:`~stockllm.errors.StockLLMError` counts as a failed forecast; any other exception is a bug and
-    propagates.
+    ``predict_batch(requests)`` with the same contract; every other model is asked one request at a time, a
+    window model (``uses_full_history`` false: LSTM, CNN) with ``past=request.past`` so it takes its own window
+    from the whole history. Only :class:`~stockllm.errors.StockLLMError` counts as a failed forecast; any other
+    exception is a bug and propagates.
     """
     from ..errors import StockLLMError
 
     batch = getattr(model, "predict_batch", None)
     if batch is not None:
         return batch(requests)
+    window_model = not getattr(model, "uses_full_history", False)
     out: list[Forecast | Exception] = []
     for request in requests:
+        window = {"past": request.past} if window_model and request.past is not None else {}
         try:
-            out.append(model.predict(request.history, request.horizon, code=request.code))
+            out.append(model.predict(request.history, request.horizon, code=request.code, **window))
         except StockLLMError as exc:
             out.append(exc)
     return out

@@ -182,9 +182,11 @@ class NeuralForecaster:
         net.eval()
         return _Trained(net, x_mean, x_std, y_mean, y_std, epochs, best_loss)
 
-    def predict(self, history: pd.DataFrame, horizon: int, *, code: str | None = None) -> Forecast:
+    def predict(self, history: pd.DataFrame, horizon: int, *, code: str | None = None, past: int | None = None) -> Forecast:
+        """Forecast from the last ``past`` traded days of ``history`` (the evaluation window's, else the one fixed
+        at construction, else up to ``MAX_PAST``); ``history`` may be the whole past up to the origin."""
         rows = _traded(history)
-        past = self.past or min(len(rows), MAX_PAST)
+        past = past or self.past or min(len(rows), MAX_PAST)
         if past < 1 or len(rows) < past:
             raise StockLLMError(f"{self.name} needs {past} traded days of history, got {len(rows)}")
         block = rows[-past:]

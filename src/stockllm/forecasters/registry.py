@@ -6,6 +6,7 @@ objects. Heavy modules (torch, statsforecast, the LLM stack) are imported only w
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 from ..errors import StockLLMError
@@ -61,8 +62,12 @@ BUILDERS: dict[str, Callable[[], Forecaster]] = {
 VALID_SPECS = [*BUILDERS, "llm:DIR"]
 
 
-def make_forecaster(spec: str) -> Forecaster:
-    """The forecaster named by ``spec``: one of ``VALID_SPECS``; ``llm:DIR`` loads a fine-tuned model dir."""
+def make_forecaster(spec: str, *, data_dir: Path | str | None = None) -> Forecaster:
+    """The forecaster named by ``spec``: one of ``VALID_SPECS``; ``llm:DIR`` loads a fine-tuned model dir.
+
+    ``data_dir`` is where an LLM trained with a news context reads the news of each forecast day; without it
+    such a model cannot build its prompt.
+    """
     name = spec.strip()
     if name.startswith("llm:"):
         model_dir = name[len("llm:"):].strip()
@@ -71,7 +76,7 @@ def make_forecaster(spec: str) -> Forecaster:
         from ..llm.backends import read_training_info
         from ..llm.forecaster import LLMForecaster
 
-        forecaster = LLMForecaster.from_model_dir(model_dir)
+        forecaster = LLMForecaster.from_model_dir(model_dir, data_dir=data_dir)
         if getattr(forecaster, "trained_until", None) is None:
             forecaster.trained_until = trained_until(read_training_info(model_dir))
         return forecaster
