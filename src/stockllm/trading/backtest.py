@@ -117,8 +117,8 @@ def _close_on(frame: pd.DataFrame, day: str) -> float:
     return float(rows["close"].iloc[-1])
 
 
-class _Book:
-    """Cash and positions under the exchange's arithmetic."""
+class Book:
+    """Cash and positions under the exchange's arithmetic (shared with the top-k portfolio of :mod:`stockllm.ranking`)."""
 
     def __init__(self, cash: int):
         self.cash = cash
@@ -158,7 +158,7 @@ def run_backtest(prices: Mapping[str, pd.DataFrame], forecaster: Forecaster, sta
     days = _window(prices, start, end)
     forecaster.fit({code: frame[frame["date"] < days[0]].reset_index(drop=True) for code, frame in prices.items()})
     index = {code: {d: i for i, d in enumerate(frame["date"])} for code, frame in prices.items()}
-    book, fills, decisions, pending = _Book(cash), [], [], []
+    book, fills, decisions, pending = Book(cash), [], [], []
     curve = {}
     for n, day in enumerate(days):
         for decision in pending:
@@ -197,7 +197,7 @@ def buy_and_hold(prices: Mapping[str, pd.DataFrame], start: date | str, end: dat
     """Buy each code's equal share on the first fill day's open and hold; (net result, gross cost-free curve)."""
     prices = tradable(prices)
     days = _window(prices, to_date(start), to_date(end))
-    book, fills, budget = _Book(cash), [], config.weight(len(prices)) * cash
+    book, fills, budget = Book(cash), [], config.weight(len(prices)) * cash
     for code, frame in prices.items():
         rows = frame.index[frame["date"] == days[1]]
         if len(rows) == 0 or rows[0] == 0:
