@@ -43,6 +43,7 @@ import pandas as pd
 from . import metrics, store
 from .errors import StockLLMError
 from .forecasters.base import Forecast, Forecaster, ForecastRequest, predict_many
+from .forecasters.registry import refuse_if_trained_on
 from .market import next_trading_days
 from .universe import Company
 from .validation import validate_forecast
@@ -186,14 +187,6 @@ def make_period(prices: Mapping[str, pd.DataFrame], start: str | None, gap: int,
     return Period(start, fit_end, days[-1], tuple(days[first - 1::stride]), stride)
 
 
-def _check_training_range(name: str, model: Forecaster, fit_end: str) -> None:
-    """Refuse a pre-trained model (the LLM) whose training data reach into the gap or the period."""
-    trained_until = getattr(model, "trained_until", None)
-    if trained_until and str(trained_until)[:10] >= fit_end:
-        raise StockLLMError(f"model {name} was trained on data up to {str(trained_until)[:10]}, which is not before {fit_end} "
-                            f"(the gap before the evaluation period); pass a later --start so it is judged on unseen days")
-
-
 def walk_forward(prices: Mapping[str, pd.DataFrame], models: Mapping[str, Forecaster], windows: list[Window],
                  start: str | None = None, test_frac: float = DEFAULT_TEST_FRAC,
                  progress: Callable[[str], None] | None = None, skipped: list[Skip] | None = None,
@@ -245,7 +238,7 @@ def _fit_all(models: Mapping[str, Forecaster], training: Mapping[str, pd.DataFra
     ready: dict[str, list[Window]] = {}
     timings: dict[str, dict[str, float]] = {}
     for name, model in models.items():
-        _check_training_range(name, model, fit_end)
+        refuse_if_trained_on(name, model, fit_end, "the gap before the evaluation period")
         began = time.perf_counter()
         model.fit(training)
         ready[name] = []

@@ -89,10 +89,24 @@ def trained_until(training_info: dict) -> str | None:
     """Last day a fine-tuned model learned from — its train split's — read from ``training_info.json``.
 
     The validation split only reports a loss (no checkpoint is chosen by it), so it does not count. The
-    evaluation refuses to judge a model on days it has learned from (``evaluate._check_training_range``).
+    evaluation and the backtest refuse to judge a model on days it has learned from (:func:`refuse_if_trained_on`).
     """
     train = (training_info.get("data_range") or {}).get("train") or {}
     return train.get("last")
+
+
+def refuse_if_trained_on(name: str, model: Forecaster, first_unseen: str, period: str) -> None:
+    """Refuse a pre-trained model (the LLM) whose training data reach ``first_unseen`` or later.
+
+    Its ``trained_until`` (the last day of its train split, :func:`trained_until`) must lie before the first day
+    it is judged or trades on, else it would be scored on days it has learned from. ``period`` names what
+    starts at ``first_unseen`` in the message. Models without ``trained_until`` (the baselines, fitted by
+    the caller on earlier days only) pass. Shared by ``evaluate`` and the backtest.
+    """
+    until = getattr(model, "trained_until", None)
+    if until and str(until)[:10] >= str(first_unseen)[:10]:
+        raise StockLLMError(f"model {name} was trained on data up to {str(until)[:10]}, which is not before {str(first_unseen)[:10]} "
+                            f"({period}); pass a later --start so it is judged on unseen days")
 
 
 def parse_model_list(text: str) -> list[str]:
