@@ -370,6 +370,37 @@ def test_empty_splits_get_no_file_so_datasets_can_load_the_rest(two_companies, t
     assert set(dataset.load_written(out, cache_dir=tmp_path / "hf")) == {"train", "validation"}
 
 
+def test_a_folder_mixing_two_builds_is_refused_not_loaded(two_companies, tmp_path):
+    """What a build killed half-way used to leave: a new train.jsonl beside the old metadata and splits."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    dataset.write_dataset(build_dataset(two_companies, ["9921"], DatasetSpec(windows=[(1, 1)])), old)
+    dataset.write_dataset(build_dataset(two_companies, ["9921", "5371"], DatasetSpec(windows=[(1, 1)])), new)
+    (old / "train.jsonl").write_bytes((new / "train.jsonl").read_bytes())
+    with pytest.raises(StockLLMError, match="train.jsonl is not the file .*metadata.json describes"):
+        dataset.load_written(old, cache_dir=tmp_path / "hf")
+
+
+def test_a_rebuild_swaps_the_whole_folder_and_removes_what_killed_builds_left(two_companies, tmp_path):
+    out = tmp_path / "out"
+    dataset.write_dataset(build_dataset(two_companies, ["9921"], DatasetSpec(windows=[(1, 1)])), out)
+    killed = tmp_path / ".out.1a2b3c4d.tmp"  # the staging folder of a build killed with -9
+    killed.mkdir()
+    (killed / "train.jsonl").write_text("half a line")
+    (out / ".train.jsonl.x1y2.tmp").write_text("half a file")  # an older version's per-file leftover
+    built = build_dataset(two_companies, ["9921", "5371"], DatasetSpec(windows=[(1, 1)], test_frac=0))
+    dataset.write_dataset(built, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "train.jsonl", "validation.jsonl"]
+    assert json.loads((out / "metadata.json").read_text("utf-8"))["companies"] == ["9921", "5371"]
+
+
+def test_build_refuses_an_out_folder_holding_other_files_before_building(two_companies, tmp_path, capsys):
+    (tmp_path / "outputs" / "model").mkdir(parents=True)
+    assert main(["build", "--data-dir", str(two_companies), "--codes", "9921", "--out", str(tmp_path / "outputs")]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: ")
+    assert (tmp_path / "outputs" / "model").is_dir()
+
+
 def test_build_cli_reports_bad_options_as_one_line(two_companies, capsys):
     assert main(["build", "--data-dir", str(two_companies), "--windows", "5-5"]) == 2
     assert capsys.readouterr().err.strip() == "error: invalid window '5-5': write PAST:FUTURE in trading days, e.g. --windows 1:1,5:5,20:5,60:20"

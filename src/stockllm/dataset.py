@@ -593,6 +593,17 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def check_out_dir(out_dir: Path) -> None:
+    """Refuse an ``out_dir`` that :func:`write_dataset` must not replace: a file, or a folder holding more
+    than a dataset (``--out outputs`` would otherwise swap away the models beside it)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise StockLLMError(f"{out_dir} is a file; give --out a folder for the dataset")
+    if out_dir.exists():
+        foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in DATASET_FILES and not _is_leftover(p.name))
+        if foreign:
+            raise StockLLMError(f"{out_dir} holds files that are not part of a dataset ({', '.join(foreign[:3])}); give --out a new or empty folder")
+
+
 def write_dataset(built: BuiltDataset, out_dir: Path | str) -> dict[str, Path]:
     """``<split>.jsonl`` per non-empty split plus ``metadata.json``, swapped into ``out_dir`` as a whole.
 
@@ -605,16 +616,11 @@ def write_dataset(built: BuiltDataset, out_dir: Path | str) -> dict[str, Path]:
     checksums, which :func:`load_written` verifies.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise StockLLMError(f"{out_dir} is a file; give --out a folder for the dataset")
+    check_out_dir(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     for leftover in out_dir.parent.glob(f".{out_dir.name}.*"):
         if _is_leftover(leftover.name):
             shutil.rmtree(leftover, ignore_errors=True)
-    if out_dir.exists():
-        foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in DATASET_FILES and not _is_leftover(p.name))
-        if foreign:
-            raise StockLLMError(f"{out_dir} holds files that are not part of a dataset ({', '.join(foreign[:3])}); give --out a new or empty folder")
     staging = out_dir.parent / f".{out_dir.name}.{secrets.token_hex(4)}.tmp"
     staging.mkdir()
     try:

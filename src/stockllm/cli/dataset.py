@@ -20,9 +20,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from ..dataset import build_dataset, spec_from_args, write_dataset
+    from ..dataset import build_dataset, check_out_dir, spec_from_args, write_dataset
     from ..universe import select_companies
 
+    check_out_dir(Path(args.out))  # before the build, not after it
     spec = spec_from_args(args)
     companies = select_companies(args.company_list_file, args.codes, args.data_dir)
     info(f"building {spec.fields} examples, windows {','.join(f'{p}:{f}' for p, f in spec.windows)}, context {spec.context}, for {len(companies)} companies from {args.data_dir}")
