@@ -269,6 +269,7 @@ def test_evaluate_command_writes_report_metrics_and_plots(tmp_path, capsys, real
     report = (out / "report.md").read_text("utf-8")
     assert "beat the random walk" in report or "no model beats the random walk" in report
     assert "| 6569 |" in report and "| 2317 | all | no stored prices" in report
+    assert "## Ranking the companies: IC, Rank IC and a top-k portfolio" in report and (out / "ranking.json").exists()
     for png in ("error_by_horizon.png", "calibration.png", "example_forecasts.png", "kline_random_walk.png", "kline_ets.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     assert pd.read_csv(out / "forecasts.csv")["model"].nunique() == 4

@@ -1,6 +1,7 @@
-"""Write an evaluation's results: ``report.md``, ``metrics.json``, ``forecasts.csv`` and PNG plots.
+"""Write an evaluation's results: ``report.md``, ``metrics.json``, ``forecasts.csv``, ``ranking.json`` and PNG plots.
 
-Rendering only: the numbers come from :func:`stockllm.evaluate.score`. Every file goes through the store's
+Rendering only: the numbers come from :func:`stockllm.evaluate.score` and, for ranking the companies (daily IC
+and Rank IC, the top-k portfolio), from :func:`stockllm.ranking.write_ranking_report`. Every file goes through the store's
 atomic writes (plots via a temp file + ``os.replace``), so an interrupted run never leaves half a report.
 """
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import store
+from . import ranking, store
 from .evaluate import BASELINE, MIN_ANSWER_RATE, SIGNIFICANCE, WalkForward, verdicts, window_name
 from .forecasters.base import Forecast
 
@@ -25,14 +26,8 @@ def write_report(result: WalkForward, scores: dict, out_dir: Path, command: str 
     """Write every report file into ``out_dir``; returns their paths by kind."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plots = {
-        "error_by_horizon": _save_figure(_error_by_horizon(result, scores), out_dir / "error_by_horizon.png"),
-        "calibration": _save_figure(_calibration(result, scores), out_dir / "calibration.png"),
-        "example": _save_figure(_example_kline(result), out_dir / "example_forecasts.png"),
-    }
-    plots = {kind: path for kind, path in plots.items() if path is not None}
-    plots.update(_model_klines(result, out_dir))
     lines = verdicts(scores)
+    # The numbers first: a plot or ranking that fails must not cost a long run its metrics.
     store.atomic_write_json(out_dir / "metrics.json", _json_safe({
         "windows": scores,
         "verdict": lines,
@@ -43,8 +38,19 @@ def write_report(result: WalkForward, scores: dict, out_dir: Path, command: str 
         "timings": result.timings,
     }))
     store.atomic_write_text(out_dir / "forecasts.csv", result.points.to_csv(index=False))
-    store.atomic_write_text(out_dir / "report.md", render_markdown(result, scores, lines, plots, command))
-    return {"report": out_dir / "report.md", "metrics": out_dir / "metrics.json", "forecasts": out_dir / "forecasts.csv", **plots}
+    plots = {
+        "error_by_horizon": _save_figure(_error_by_horizon(result, scores), out_dir / "error_by_horizon.png"),
+        "calibration": _save_figure(_calibration(result, scores), out_dir / "calibration.png"),
+        "example": _save_figure(_example_kline(result), out_dir / "example_forecasts.png"),
+    }
+    plots = {kind: path for kind, path in plots.items() if path is not None}
+    plots.update(_model_klines(result, out_dir))
+    ranked = ranking.write_ranking_report(result.points, result.prices, out_dir)
+    if "plot" in ranked:
+        plots["top-k portfolio"] = ranked["plot"]
+    store.atomic_write_text(out_dir / "report.md", render_markdown(result, scores, lines, plots, command, ranked["markdown"].read_text("utf-8")))
+    return {"report": out_dir / "report.md", "metrics": out_dir / "metrics.json", "forecasts": out_dir / "forecasts.csv",
+            "ranking": ranked["json"], **plots}
 
 
 def _json_safe(value):
@@ -79,7 +85,8 @@ def _origins_sentence(stride: int) -> str:
             f"every company and model.")
 
 
-def render_markdown(result: WalkForward, scores: dict, lines: list[str], plots: dict[str, Path], command: str = "") -> str:
+def render_markdown(result: WalkForward, scores: dict, lines: list[str], plots: dict[str, Path], command: str = "",
+                    ranking_tables: str = "") -> str:
     evaluated = sorted({code for code in result.points["code"].unique()})
     out = [
         "# Walk-forward evaluation",
@@ -130,6 +137,14 @@ def render_markdown(result: WalkForward, scores: dict, lines: list[str], plots: 
     out += ["Direction accuracy counts only days where both the forecast and the actual close moved from the origin's close; "
             "`majority` is the share of the commoner actual direction on those days (what always guessing it would score). "
             "The random walk never calls a direction; `bestfour` (twstock BestFourPoint) is scored on direction only.", ""]
+    if ranking_tables:
+        out += ["## Ranking the companies: IC, Rank IC and a top-k portfolio", "",
+                "Per origin date, the cross-sectional correlation of each model's predicted return (forecast close on the "
+                "horizon's last day / origin close − 1) with the realised one: Pearson (IC) and Spearman (Rank IC), their "
+                "mean, ICIR = mean / std and an overlap-aware t. Top-k: hold the k highest predicted returns, swap at most "
+                "n_drop a day, next-open fills with Taiwan fees, tax, lots, ticks and limits, against the cost-free "
+                "equal-weight universe (dividends are not counted in either). Definitions: `stockllm.ranking`; "
+                "numbers also in `ranking.json`.", "", ranking_tables]
     if result.skipped:
         out += ["## Skipped", "", "| company | window | reason |", "|---|---|---|"]
         out += [f"| {s.code} | {s.window or 'all'} | {s.reason} |" for s in result.skipped]
