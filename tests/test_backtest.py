@@ -10,6 +10,7 @@ import pytest
 
 from stockllm import store
 from stockllm.cli import main
+from stockllm.errors import StockLLMError
 from stockllm.forecasters.base import make_forecast
 from stockllm.market import next_trading_days
 from stockllm.trading import rules
@@ -61,9 +62,9 @@ def test_buy_and_hold_strategy_equals_the_buy_and_hold_line_minus_exactly_fees_a
     prices = {code: store.read_price_csv(store.snapshot_dir() / f"{code}.csv") for code in ("2330", "2317")}
     calls = {"n": 0}
 
-    def rise_once(history):  # +20% expected on the first day of each code, flat afterwards: buy, then hold
+    def rise_once(history):  # +8% expected on the first day of each code, flat afterwards: buy, then hold
         calls["n"] += 1
-        return 1.2 if calls["n"] <= 2 else 1.0
+        return 1.08 if calls["n"] <= 2 else 1.0
 
     start, end, cash = "2025-01-02", "2025-03-31", 5_000_000
     strategy = run_backtest(prices, Scripted(rise_once, "hold"), start, end, cash)
@@ -125,3 +126,88 @@ def test_backtest_command_writes_the_report(tmp_path, snapshot_data_dir, capsys)
 def test_backtest_rejects_a_window_without_data(snapshot_data_dir, capsys):
     code = main(["backtest", "--codes", "2330", "--start", "2030-01-01", "--end", "2030-02-01", "--data-dir", str(snapshot_data_dir)])
     assert code == 2 and "fewer than 2 trading days" in capsys.readouterr().err
+
+
+def test_a_model_trained_on_days_of_the_traded_period_is_refused():
+    frame = flat_then_spike()
+    leaky = Scripted(lambda h: 1.0, "llm")
+    leaky.trained_until = frame["date"].iloc[5]
+    with pytest.raises(StockLLMError, match=f"trained on data up to {frame['date'].iloc[5]}"):
+        run_backtest({"1101": frame}, leaky, frame["date"].iloc[3], frame["date"].iloc[-1])
+    leaky.trained_until = frame["date"].iloc[2]  # learned only from days before the first traded day
+    assert run_backtest({"1101": frame}, leaky, frame["date"].iloc[3], frame["date"].iloc[-1]).fills == []
+
+
+class Flaky(Scripted):
+    """Answers +5% but cannot be parsed on the days ``bad`` says (as an LLM's garbled answer)."""
+
+    def __init__(self, bad):
+        super().__init__(lambda h: 1.05, "flaky")
+        self.bad = bad
+
+    def predict(self, history, horizon, *, code=None):
+        if self.bad(history):
+            raise StockLLMError("could not parse the model's answer: 'open 1O5'")
+        return super().predict(history, horizon, code=code)
+
+
+def test_unparseable_answers_are_skipped_and_counted_not_fatal():
+    frame = flat_then_spike()
+    flaky = Flaky(lambda h: len(h) <= 3)  # the first three days' answers are garbled
+    result = run_backtest({"1101": frame}, flaky, frame["date"].iloc[0], frame["date"].iloc[-1])
+    forecasts = result.metrics()["forecasts"]
+    assert (forecasts["asked"], forecasts["used"], forecasts["failed"], forecasts["invalid"]) == (29, 26, 3, 0)
+    assert forecasts["reasons"] == {"could not parse the model's answer: 'open 1O5'": 3}
+    assert result.fills[0].decided_on == frame["date"].iloc[3]  # trading starts with the first readable answer
+
+
+def flagged(history, horizon, valid):
+    close = float(history["close"].iloc[-1]) * 1.5  # +50%: beyond the ±10% limit
+    forecast = make_forecast(history, {k: [close] * horizon for k in ("open", "high", "low", "close", "capacity")}, "llm")
+    if valid is not None:
+        forecast.info.update(valid=valid, problems=[] if valid else ["close 150 outside the ±10% limits"])
+    return forecast
+
+
+@pytest.mark.parametrize("verdict", [False, None], ids=["the model flagged it", "the validator finds it"])
+def test_invalid_forecasts_drive_no_orders_and_are_counted(verdict):
+    frame = flat_then_spike()
+    model = Scripted(lambda h: 1.0, "llm")
+    model.predict = lambda history, horizon, *, code=None: flagged(history, horizon, verdict)
+    result = run_backtest({"1101": frame}, model, frame["date"].iloc[0], frame["date"].iloc[-1])
+    assert result.fills == []
+    forecasts = result.metrics()["forecasts"]
+    assert forecasts["invalid"] == 29 and forecasts["used"] == 0
+    assert "outside the ±10% limits" in next(iter(forecasts["reasons"]))
+
+
+def test_a_model_that_vouches_for_its_answer_is_taken_at_its_word():
+    frame = flat_then_spike()
+    model = Scripted(lambda h: 1.0, "llm")
+
+    def vouched(history, horizon, *, code=None):
+        forecast = make_forecast(history, {"open": [105.0] * horizon, "high": [105.0] * horizon, "low": [105.0] * horizon,
+                                           "close": [105.0] * horizon, "capacity": [float("nan")] * horizon}, "llm")
+        forecast.info.update(valid=True, problems=[])  # its field set has no volume: NaN capacity is not a problem
+        return forecast
+
+    model.predict = vouched
+    result = run_backtest({"1101": frame}, model, frame["date"].iloc[0], frame["date"].iloc[-1])
+    assert result.metrics()["forecasts"]["invalid"] == 0 and result.fills
+
+
+def test_buy_and_hold_never_spends_more_than_its_cash_when_the_first_fill_opens_in_a_gap():
+    frame = flat_then_spike(days=6)
+    frame = frame.drop(index=1).reset_index(drop=True)  # a missing day: the stored close before the fill is stale...
+    frame.loc[1, ["open", "high", "close"]] = 150.0       # ...and the fill day opens 50% above it
+    result, _ = buy_and_hold({"1101": frame}, frame["date"].iloc[0], frame["date"].iloc[-1], cash=1_000_000)
+    buy = result.fills[0]
+    assert buy.price == 150.0 and buy.lots == 6
+    assert 1_000_000 + buy.cash >= 0
+
+
+def test_the_report_states_that_cash_dividends_are_not_credited(tmp_path):
+    frame = flat_then_spike(days=5)
+    benchmark, gross = buy_and_hold({"1101": frame}, frame["date"].iloc[0], frame["date"].iloc[-1])
+    report = write_report([], benchmark, gross, tmp_path, {})
+    assert any("cash dividends are not credited" in note for note in report["notes"])

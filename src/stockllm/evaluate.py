@@ -46,7 +46,7 @@ from .forecasters.base import Forecast, Forecaster, ForecastRequest, predict_man
 from .forecasters.registry import refuse_if_trained_on
 from .market import next_trading_days
 from .universe import Company
-from .validation import validate_forecast
+from .validation import forecast_problems
 
 DEFAULT_TEST_FRAC = 0.1
 """Share of stored trading days held out when no ``start`` is given (the dataset's default ``--test-frac``)."""
@@ -360,10 +360,7 @@ def _judge(answer: Forecast | Exception, horizon: int, previous_close: float, ex
     closes = answer.frame["close"].to_numpy(float) if "close" in answer.frame.columns else np.array([])
     if len(closes) != horizon or not np.all(np.isfinite(closes)):
         return "failed", f"gave {len(closes)} usable days instead of {horizon}", None
-    if "valid" in answer.info:
-        problems = [] if answer.info["valid"] else list(answer.info.get("problems") or ["the model flagged its answer as invalid"])
-    else:
-        problems = validate_forecast(answer.frame, previous_close, expected)
+    problems = forecast_problems(answer, previous_close, expected)
     return ("invalid", problems[0], answer) if problems else ("valid", "", answer)
 
 

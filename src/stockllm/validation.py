@@ -90,3 +90,16 @@ def validate_forecast(frame: pd.DataFrame, previous_close: float, expected_dates
                     problems.append(f"{day}: {column} must be a positive number, got {row[column]}")
         reference = prices["close"] if prices["close"] > 0 else None
     return problems
+
+
+def forecast_problems(forecast, previous_close: float, expected_dates: list[str] | None = None) -> list[str]:
+    """The problems of a :class:`~stockllm.forecasters.base.Forecast`, judged as its model wrote it.
+
+    A model that checked its own answer (``info["valid"]``: the LLM validates the dates and fields it wrote,
+    then returns a table rebuilt on the calendar's dates with NaN for fields it does not forecast) is taken at
+    its word, since re-validating that table would misjudge it both ways; every other forecast gets
+    :func:`validate_forecast`. Shared by the evaluation and the backtest.
+    """
+    if "valid" in forecast.info:
+        return [] if forecast.info["valid"] else list(forecast.info.get("problems") or ["the model flagged its answer as invalid"])
+    return validate_forecast(forecast.frame, previous_close, expected_dates)

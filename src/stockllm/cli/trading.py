@@ -202,6 +202,13 @@ def _backtest(args: argparse.Namespace) -> int:
         win = "-" if m["win_rate"] is None else f"{m['win_rate']:.0%}"
         print(f"{name:<16}{m['total_return']:>9.2%}{m['annualised_return']:>9.2%}{m['sharpe']:>8.2f}{m['max_drawdown']:>8.2%}"
               f"{win:>6}{m['trades']:>7}{m['fees_paid']:>10,}{m['tax_paid']:>10,}")
+    for name, m in report["models"].items():
+        skipped = m["forecasts"]["failed"] + m["forecasts"]["invalid"]
+        if skipped:
+            info(f"{name}: {skipped} of {m['forecasts']['asked']} forecasts drove no order "
+                 f"({m['forecasts']['failed']} failed, {m['forecasts']['invalid']} invalid; reasons in the report)")
+    for note in report["notes"]:
+        info(note)
     info(f"report: {Path(args.report) / 'backtest.json'}, chart: {Path(args.report) / 'equity.png'}")
     return 0
 

@@ -7,13 +7,21 @@ Timeline of each trading day D in ``[start, end]``:
 2. the portfolio is marked at D's close (a code that did not trade keeps its last close);
 3. unless D is the last day, each code is forecast from its history **up to and including D only**
    (``frame.iloc[:i + 1]``) and :func:`.strategy.decide` turns the forecast into an order for D+1.
+   A forecast that fails (an unparseable LLM answer: :class:`StockLLMError`) or is invalid (the model flagged
+   it, or :func:`stockllm.validation.forecast_problems` finds a price the market could not print) drives no
+   order: the code is held as it is, and the skip is counted in the report with its reason.
 
-No decision ever sees a price after D, and no fill happens at a price known when deciding.
+No decision ever sees a price after D, and no fill happens at a price known when deciding. A pre-trained
+model (the LLM) must have learned only from days before the first traded day
+(:func:`stockllm.forecasters.registry.refuse_if_trained_on`).
 
 At the end, open positions are valued at what selling them at the last close would bring after fee and
 tax (net liquidation value): the final equity, total return and the fees/tax paid include those closing
 costs, so strategies holding and not holding stock compare fairly. Buy-and-hold buys, on the first fill
-day, the lots an equal share of the cash affords (same sizing rule) and is valued the same way.
+day, the lots an equal share of the cash affords (same sizing rule; sized at the open instead when a code
+opens above the limit its last stored close implies, so it never spends more than it has) and is valued the
+same way. Prices are unadjusted and **cash dividends are not credited** to any strategy: holding through an
+ex-dividend day shows the price drop without the dividend (:data:`DIVIDEND_NOTE`, written into the report).
 """
 
 from __future__ import annotations
@@ -28,12 +36,16 @@ import pandas as pd
 
 from .. import store
 from ..errors import StockLLMError
-from ..forecasters.base import Forecaster
+from ..forecasters.base import Forecast, Forecaster, future_dates
+from ..forecasters.registry import refuse_if_trained_on
 from ..market import to_date
+from ..validation import forecast_problems
 from . import rules
 from .strategy import Decision, StrategyConfig, decide, lots_for_budget
 
 TRADING_DAYS_PER_YEAR = 252
+DIVIDEND_NOTE = ("Prices are unadjusted and cash dividends are not credited: every strategy and buy-and-hold that holds a "
+                 "stock through an ex-dividend day shows the price drop without the dividend, so returns are understated by it.")
 
 
 @dataclass
@@ -59,6 +71,16 @@ class Position:
     cost: int = 0  # what the held lots cost, buy fees included
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """A forecast that drove no order: ``status`` failed (the model raised) or invalid (the market could not print it)."""
+
+    day: str
+    code: str
+    status: str
+    problem: str
+
+
 @dataclass
 class BacktestResult:
     model: str
@@ -69,8 +91,10 @@ class BacktestResult:
     fees: int = 0
     tax: int = 0
     closing: list[Fill] = field(default_factory=list)  # the valuation's notional sells at the last close
+    skipped: list[Skipped] = field(default_factory=list)
 
     def metrics(self) -> dict:
+        asked = len(self.decisions) + len(self.skipped)
         return performance(self.equity, self.initial_cash) | {
             "fees_paid": self.fees,
             "tax_paid": self.tax,
@@ -78,6 +102,12 @@ class BacktestResult:
             "win_rate": _win_rate(self.fills + self.closing),
             "turnover": round(sum(f.value for f in self.fills) / float(self.equity.mean()), 4) if len(self.equity) else 0.0,
             "decisions": {a: sum(d.action == a for d in self.decisions) for a in ("buy", "sell", "hold")},
+            "forecasts": {
+                "asked": asked, "used": len(self.decisions),
+                "failed": sum(s.status == "failed" for s in self.skipped),
+                "invalid": sum(s.status == "invalid" for s in self.skipped),
+                "reasons": pd.Series([s.problem[:120] for s in self.skipped], dtype=str).value_counts().head(5).to_dict(),
+            },
         }
 
 
@@ -156,9 +186,11 @@ def run_backtest(prices: Mapping[str, pd.DataFrame], forecaster: Forecaster, sta
     """Simulate ``forecaster`` + :func:`decide` on ``prices`` (full stored tables) from ``start`` to ``end``."""
     start, end, prices = to_date(start), to_date(end), tradable(prices)
     days = _window(prices, start, end)
+    name = getattr(forecaster, "name", type(forecaster).__name__)
+    refuse_if_trained_on(name, forecaster, days[0], "the backtest's first day")
     forecaster.fit({code: frame[frame["date"] < days[0]].reset_index(drop=True) for code, frame in prices.items()})
     index = {code: {d: i for i, d in enumerate(frame["date"])} for code, frame in prices.items()}
-    book, fills, decisions, pending = Book(cash), [], [], []
+    book, fills, decisions, pending, skipped = Book(cash), [], [], [], []
     curve = {}
     for n, day in enumerate(days):
         for decision in pending:
@@ -177,7 +209,10 @@ def run_backtest(prices: Mapping[str, pd.DataFrame], forecaster: Forecaster, sta
             if i is None:
                 continue
             history = frame.iloc[: i + 1]
-            forecast = forecaster.predict(history, config.horizon, code=code)
+            forecast, status, problem = checked_forecast(forecaster, history, config.horizon, code)
+            if forecast is None:
+                skipped.append(Skipped(day, code, status, problem))
+                continue
             position = book.positions.get(code, Position())
             held_value = position.lots * rules.LOT * float(history["close"].iloc[-1])
             decision = decide(code, history, forecast, position.lots, available, equity, held_value, len(prices), config)
@@ -188,8 +223,20 @@ def run_backtest(prices: Mapping[str, pd.DataFrame], forecaster: Forecaster, sta
                 pending.append(decision)
     closing = book.liquidate(prices, days[-1])
     curve[days[-1]] = book.cash
-    return BacktestResult(getattr(forecaster, "name", type(forecaster).__name__), pd.Series(curve, dtype=float),
-                          fills, decisions, cash, book.fees, book.tax, closing)
+    return BacktestResult(name, pd.Series(curve, dtype=float), fills, decisions, cash, book.fees, book.tax, closing, skipped)
+
+
+def checked_forecast(forecaster: Forecaster, history: pd.DataFrame, horizon: int, code: str) -> tuple[Forecast | None, str, str]:
+    """(forecast, "valid", "") when the forecast may drive an order, else (None, "failed" or "invalid", why)."""
+    try:
+        forecast = forecaster.predict(history, horizon, code=code)
+    except StockLLMError as exc:
+        return None, "failed", str(exc)
+    closes = forecast.frame["close"].to_numpy(float) if "close" in forecast.frame.columns else []
+    if len(closes) < horizon or pd.isna(closes[horizon - 1]):
+        return None, "failed", f"gave {len(closes)} usable days instead of {horizon}"
+    problems = forecast_problems(forecast, float(history["close"].iloc[-1]), future_dates(history, len(forecast.frame)))
+    return (None, "invalid", problems[0]) if problems else (forecast, "valid", "")
 
 
 def buy_and_hold(prices: Mapping[str, pd.DataFrame], start: date | str, end: date | str, cash: int = 1_000_000,
@@ -203,9 +250,10 @@ def buy_and_hold(prices: Mapping[str, pd.DataFrame], start: date | str, end: dat
         if len(rows) == 0 or rows[0] == 0:
             continue
         limit = rules.marketable_limit(rules.BUY, float(frame["close"].iloc[rows[0] - 1]))
-        lots = lots_for_budget(limit, min(budget, book.cash))
+        opening = rules.parse_price(frame["open"].iloc[rows[0]])
+        lots = lots_for_budget(max(limit, opening), min(budget, book.cash))  # a gap above the stale limit: size at the open
         if lots:
-            fills.append(book.execute(rules.BUY, code, lots, rules.parse_price(frame["open"].iloc[rows[0]]), days[0], days[1]))
+            fills.append(book.execute(rules.BUY, code, lots, opening, days[0], days[1]))
     gross = pd.Series({day: cash + sum(f.lots * rules.LOT * _close_on(prices[f.code], day) - f.value for f in fills) if n else cash
                        for n, day in enumerate(days)}, dtype=float)
     net = pd.Series({day: book.value(prices, day) if n else cash for n, day in enumerate(days)}, dtype=float)
@@ -220,6 +268,7 @@ def write_report(results: list[BacktestResult], benchmark: BacktestResult, gross
     out_dir = Path(out_dir)
     report = {
         "settings": settings,
+        "notes": [DIVIDEND_NOTE],
         "models": {r.model: r.metrics() for r in results},
         "buy_and_hold": benchmark.metrics() | {"gross_final_equity": round(float(gross.iloc[-1]), 2),
                                                "gross_total_return": round(float(gross.iloc[-1]) / benchmark.initial_cash - 1, 6)},
