@@ -70,12 +70,14 @@ def test_predict_rebuilds_the_training_prompt_exactly(trained):
     predictor = StockPredictor(trained["model_dir"], data_dir)
     messages = predictor.messages("9921", past=5, future=3, as_of=example["origin"])
     assert messages == example["messages"][:1]
-    tokenizer = predictor.forecaster.generator.loaded.tokenizer
-    assert predictor.forecaster.generator.prompt_ids(messages) == encode_prompt(tokenizer, example["messages"])
-    # the forecaster interface (history instead of a data dir) builds the same turn
+    forecaster = predictor.forecaster
     history = store.read_prices(data_dir, "9921")
     history = history[history["date"] <= example["origin"]]
-    assert predictor.forecaster.messages(history, 3, "9921") == example["messages"][:1]
+    job = forecaster._job(messages, history, 3)
+    assert job.request.prompt_ids == encode_prompt(forecaster.generator.tokenizer, example["messages"])
+    # the forecaster interface (history instead of a data dir) builds the same turn
+    assert forecaster.messages(history, 3, "9921") == example["messages"][:1]
+    assert forecaster.messages(history, 3, "9921", past=5) == example["messages"][:1]
 
 
 def test_an_untrained_model_is_reported_not_papered_over(trained):
@@ -89,15 +91,14 @@ def test_an_untrained_model_is_reported_not_papered_over(trained):
 class ScriptedGenerator:
     """Stands in for the model: returns the given answers in turn (the parse/validate/combine logic is under test)."""
 
+    name = "scripted"
+
     def __init__(self, real, answers: list[str]):
-        self.real, self.answers, self.calls = real, list(answers), []
+        self.tokenizer, self.answers, self.calls = real.tokenizer, list(answers), []
 
-    def answer_budget(self, *args):
-        return self.real.answer_budget(*args)
-
-    def generate(self, messages, *, max_new_tokens, samples=1, sample=False, seed=0, days=None):
+    def generate(self, requests, *, sample=False, seed=0, samples=1):
         self.calls.append(sample)
-        return [self.answers.pop(0) for _ in range(samples)]
+        return [[self.answers.pop(0) for _ in range(samples)] for _ in requests]
 
 
 def answer(rows: list[tuple[str, float]], capacity: int = 1000) -> str:

@@ -54,6 +54,11 @@ class TrainConfig:
     lr_scheduler_type: str = opt("linear", "learning-rate schedule: linear, cosine, constant, ...")
     output_dir: str = opt("outputs", "checkpoints and TensorBoard logs (runs/ below it)")
     report_to: str = opt("tensorboard", "where to report metrics: tensorboard or none")
+    batching: str = opt("grouped", "how examples form batches: grouped (similar lengths, little padding), packed (padding-free rows), "
+                                   "padded (random, padded to the longest)")
+    full_head: bool = opt(False, "train and generate with the full-vocabulary output layer instead of the domain head "
+                                 "(the tokens of the training answers)")
+    time_budget: str = opt("", "stop training cleanly after this long and save the model: e.g. 90s, 45m, 1.5h (empty: no limit)")
 
 
 def field_specs(cls: type) -> list[tuple[str, Any, dict]]:

@@ -202,8 +202,13 @@ def read_training_info(model_dir: Path | str) -> dict:
     return info
 
 
-def load_trained(model_dir: Path | str, backend: str = "auto") -> LoadedModel:
-    """A trained model dir (adapter + tokenizer + training_info.json) on its base model, ready to generate."""
+def load_trained(model_dir: Path | str, backend: str = "auto", *, full_head: bool = False) -> LoadedModel:
+    """A trained model dir (adapter + tokenizer + training_info.json) on its base model, ready to generate.
+
+    With the domain head stored in the model dir (and not ``full_head``), the transformers backend's output
+    layer scores only the answer tokens (:mod:`stockllm.llm.domain_head`); older model dirs have none and keep
+    the full head.
+    """
     info = read_training_info(model_dir)
     base = load_base(info["base_model"], max_seq_length=info.get("max_seq_length", 2048),
                      load_in_4bit=info.get("load_in_4bit", False), load_in_8bit=info.get("load_in_8bit", False), backend=backend)
@@ -218,8 +223,37 @@ def load_trained(model_dir: Path | str, backend: str = "auto") -> LoadedModel:
         from unsloth import FastLanguageModel
 
         FastLanguageModel.for_inference(base.model)
+    else:
+        from .domain_head import DomainHead, load_domain, use_domain_head
+
+        ids = None if full_head else load_domain(model_dir)
+        if ids is not None:
+            lm = base.model.get_base_model()
+            use_domain_head(lm, DomainHead(ids, lm.get_output_embeddings().weight.shape[0]))
     base.info = info
     return base
+
+
+GENERATION_BACKENDS = ("auto", "transformers", "unsloth", "llama.cpp", "openai")
+
+
+def load_generator(model_dir: Path | str, backend: str = "auto", *, full_head: bool = False, **options: Any):
+    """The :class:`~stockllm.llm.generation.Generator` of a trained model dir on the chosen backend:
+    ``auto``/``transformers``/``unsloth`` (the model in this process), ``llama.cpp`` (GGUF base + LoRA),
+    ``openai`` (an OpenAI-compatible server holding the adapter)."""
+    if backend not in GENERATION_BACKENDS:
+        raise StockLLMError(f"unknown backend {backend!r}; choose one of {', '.join(GENERATION_BACKENDS)}")
+    if backend == "llama.cpp":
+        from .llamacpp import LlamaCppGenerator
+
+        return LlamaCppGenerator.from_model_dir(model_dir, **options)
+    if backend == "openai":
+        from .served import OpenAIGenerator
+
+        return OpenAIGenerator.from_model_dir(model_dir, **options)
+    from .generation import TransformersGenerator
+
+    return TransformersGenerator(load_trained(model_dir, backend, full_head=full_head), **options)
 
 
 def settings_dict(lora: LoraSettings) -> dict:

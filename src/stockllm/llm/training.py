@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from .. import store
 from ..errors import StockLLMError
 from .backends import TRAINING_INFO, LoadedModel, cuda_available, has_module, trainable_parameters
-from .chat import IGNORE_INDEX, encode_example
+from .chat import IGNORE_INDEX, encode_example, stop_token_ids
+from .domain_head import DomainHead, domain_loss, domain_token_ids, save_domain
 
 WARMUP_STEPS = 5  # the write-up's warmup
 
@@ -75,6 +76,26 @@ def collate(features: list[dict[str, list[int]]], pad_id: int) -> dict[str, torc
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def collate_packed(features: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Padding-free batch: the examples end to end in one row, ``position_ids`` restarting at 0 for each.
+
+    With no attention mask, transformers reads the restarts as sequence boundaries and masks attention
+    across them (``masking_utils.find_packed_sequence_indices``). Each example starts with its prompt, whose
+    labels are -100, so no token is ever trained to predict the next example.
+    """
+    ids = torch.tensor([[t for f in features for t in f["input_ids"]]], dtype=torch.long)
+    labels = torch.tensor([[t for f in features for t in f["labels"]]], dtype=torch.long)
+    positions = torch.tensor([[i for f in features for i in range(len(f["input_ids"]))]], dtype=torch.long)
+    return {"input_ids": ids, "labels": labels, "position_ids": positions}
+
+
+BATCHING = {
+    "padded": collate,  # random batches right-padded to their longest example (the trainer's default)
+    "grouped": collate,  # batches of similar length (length-grouped sampler), so little padding is left
+    "packed": collate_packed,  # padding-free rows
+}
+
+
 # --- loss ------------------------------------------------------------------------------------------------
 
 def _causal_lm(model: Any) -> Any:
@@ -82,21 +103,28 @@ def _causal_lm(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def answer_loss(model: Any, batch: dict[str, torch.Tensor], num_items: int | torch.Tensor | None = None) -> torch.Tensor:
+def answer_loss(model: Any, batch: dict[str, torch.Tensor], num_items: int | torch.Tensor | None = None,
+                domain: DomainHead | None = None) -> torch.Tensor:
     """Token-summed next-token cross-entropy over answer positions, divided by ``num_items`` (default: their count).
 
-    Equal to the model's own loss (``model(**batch).loss``), but the LM head — the largest matmul for big
-    vocabularies — is computed only where a label exists.
+    Without ``domain``: equal to the model's own loss (``model(**batch).loss``), but the LM head — the largest
+    matmul for big vocabularies — is computed only where a label exists. With ``domain``: the cross-entropy of
+    the softmax over the domain tokens only (:func:`stockllm.llm.domain_head.domain_loss`). A batch without
+    ``attention_mask`` is a packed one (``position_ids`` mark its sequences).
     """
     lm = _causal_lm(model)
-    hidden = lm.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "position_ids") if key in batch}
+    hidden = lm.get_decoder()(**inputs).last_hidden_state
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE_INDEX
-    logits = lm.get_output_embeddings()(hidden[:, :-1][keep]).float()
-    softcap = getattr(lm.config, "final_logit_softcapping", None)
-    if softcap:
-        logits = torch.tanh(logits / softcap) * softcap
-    total = F.cross_entropy(logits, targets[keep], reduction="sum")
+    if domain is not None:
+        total = domain_loss(lm, domain, hidden[:, :-1][keep], targets[keep])
+    else:
+        logits = lm.get_output_embeddings()(hidden[:, :-1][keep]).float()
+        softcap = getattr(lm.config, "final_logit_softcapping", None)
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        total = F.cross_entropy(logits, targets[keep], reduction="sum")
     count = num_items if num_items is not None else keep.sum().clamp(min=1)
     return total / count
 
@@ -105,14 +133,17 @@ def _trainer_class():
     from trl import SFTTrainer
 
     class AnswerOnlySFTTrainer(SFTTrainer):
-        """``SFTTrainer`` whose loss computes the LM head only at answer positions; counts trained tokens."""
+        """``SFTTrainer`` whose loss computes the LM head only at answer positions (over the ``domain`` tokens
+        when set); counts trained tokens."""
 
         tokens_seen = 0
+        domain: DomainHead | None = None
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if model.training:
-                self.tokens_seen += int(inputs["attention_mask"].sum())
-            loss = answer_loss(model, inputs, num_items_in_batch)
+                mask = inputs.get("attention_mask")
+                self.tokens_seen += int(mask.sum()) if mask is not None else inputs["input_ids"].numel()
+            loss = answer_loss(model, inputs, num_items_in_batch, self.domain)
             return (loss, {"loss": loss}) if return_outputs else loss
 
     return AnswerOnlySFTTrainer
@@ -134,6 +165,9 @@ class TrainResult:
     trainable_params: int
     total_params: int
     log_history: list[dict] = field(default_factory=list)
+    planned_steps: int = 0
+    domain_ids: list[int] | None = None
+    batching: str = "padded"
 
     @property
     def tokens_per_second(self) -> float:
@@ -165,6 +199,22 @@ def precision_flags() -> dict[str, bool]:
         bf16 = torch.cuda.is_bf16_supported()
         return {"bf16": bf16, "fp16": not bf16}
     return {"bf16": cpu_has_native_bf16(), "fp16": False}
+
+
+def parse_duration(text: str) -> float | None:
+    """``"90s"``, ``"45m"``, ``"1.5h"`` (a bare number: minutes) → seconds; empty → None (no limit)."""
+    text = (text or "").strip().lower()
+    if not text:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = (text[:-1], text[-1]) if text[-1] in units else (text, "m")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        seconds = float("nan")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise StockLLMError(f"--time-budget {text!r} is not a positive duration; write e.g. 90s, 45m or 1.5h")
+    return seconds
 
 
 def sft_config(config: Any, *, steps_hint: int, eval_steps: int, optim: str, evaluate: bool = True):
@@ -207,8 +257,38 @@ def sft_config(config: Any, *, steps_hint: int, eval_steps: int, optim: str, eva
         gradient_checkpointing=False,
         loss_type="nll",  # the model's own loss where the trainer does not replace it (unsloth's fused one)
         dataset_kwargs={"skip_prepare_dataset": True},  # encode_split already tokenised, labelled and length-checked
+        train_sampling_strategy="group_by_length" if batching(config) == "grouped" else "random",
         **precision_flags(),
     )
+
+
+def batching(config: Any) -> str:
+    """The ``--batching`` mode, checked (``padded``, ``grouped`` or ``packed``)."""
+    mode = getattr(config, "batching", "padded")
+    if mode not in BATCHING:
+        raise StockLLMError(f"--batching {mode!r} is not one of {', '.join(BATCHING)}")
+    return mode
+
+
+def time_budget_callback(seconds: float, say: Callable[[str], None]):
+    from transformers import TrainerCallback
+
+    class TimeBudget(TrainerCallback):
+        """Ends training after the step that would otherwise overrun ``seconds`` (the model is then saved as usual)."""
+
+        def __init__(self) -> None:
+            self.start = time.monotonic()
+            self.stopped_at: int | None = None
+
+        def on_step_end(self, args, state, control, **kwargs):
+            elapsed = time.monotonic() - self.start
+            per_step = elapsed / max(state.global_step, 1)
+            if elapsed + per_step > seconds and state.global_step < state.max_steps:
+                control.should_training_stop = True
+                self.stopped_at = state.global_step
+                say(f"  time budget of {seconds / 60:.1f} min reached after step {state.global_step}/{state.max_steps}: stopping and saving")
+
+    return TimeBudget()
 
 
 def progress_callback(say: Callable[[str], None]):
@@ -232,10 +312,16 @@ def progress_callback(say: Callable[[str], None]):
 
 def train_lora(loaded: LoadedModel, splits: dict[str, list[dict]], config: Any, *, resume: bool = False,
                eval_limit: int | None = 200, say: Callable[[str], None] = print) -> TrainResult:
-    """Fine-tune ``loaded.model`` (already LoRA-wrapped) on ``splits['train']``, evaluating on the validation split."""
+    """Fine-tune ``loaded.model`` (already LoRA-wrapped) on ``splits['train']``, evaluating on the validation split.
+
+    Unless ``config.full_head``, the loss uses the domain head built from the answers of both splits
+    (``TrainResult.domain_ids``; :func:`save_model_dir` stores it beside the adapter).
+    """
     from transformers.trainer_utils import get_last_checkpoint
 
     tokenizer = loaded.tokenizer
+    mode = batching(config)
+    budget = parse_duration(getattr(config, "time_budget", ""))
     train = encode_split(tokenizer, splits.get("train", []), config.max_seq_length, seed=config.random_state)
     val = encode_split(tokenizer, validation_split(splits), config.max_seq_length, limit=eval_limit, seed=config.random_state)
     if not train.examples:
@@ -252,8 +338,10 @@ def train_lora(loaded: LoadedModel, splits: dict[str, list[dict]], config: Any, 
         if checkpoint is None:
             raise StockLLMError(f"--resume found no checkpoint-* folder in {config.output_dir}; train without --resume first")
         say(f"resuming from {checkpoint}")
+    domain_ids = None if config.full_head else domain_token_ids((e["labels"] for e in train.examples + val.examples), stop_token_ids(tokenizer))
     trainable, total = trainable_parameters(loaded.model)
-    say(f"training {steps} steps × {per_step} examples on {len(train.examples)} examples ({loaded.backend} backend, "
+    head = "full output layer" if domain_ids is None else f"domain head of {len(domain_ids)} tokens"
+    say(f"training {steps} steps × {per_step} examples on {len(train.examples)} examples ({loaded.backend} backend, {mode} batches, {head}, "
         f"{trainable:,} trainable of {total:,} parameters = {100 * trainable / total:.2f}%)")
 
     from datasets import Dataset
@@ -262,15 +350,21 @@ def train_lora(loaded: LoadedModel, splits: dict[str, list[dict]], config: Any, 
 
     # unsloth brings its own fused loss kernels; the answer-only head is for the plain transformers backend
     trainer_cls = SFTTrainer if loaded.backend == "unsloth" else _trainer_class()
+    callbacks = [progress_callback(say)]
+    if budget is not None:
+        callbacks.append(time_budget_callback(budget, say))
+    collator = BATCHING[mode]
     trainer = trainer_cls(
         model=loaded.model,
         args=sft_config(config, steps_hint=steps, eval_steps=eval_steps, optim=optim, evaluate=bool(val.examples)),
         train_dataset=Dataset.from_list(train.examples),
         eval_dataset=Dataset.from_list(val.examples) if val.examples else None,
-        data_collator=lambda features: collate(features, tokenizer.pad_token_id),
+        data_collator=lambda features: collator(features, tokenizer.pad_token_id),
         processing_class=tokenizer,
-        callbacks=[progress_callback(say)],
+        callbacks=callbacks,
     )
+    if domain_ids is not None and loaded.backend != "unsloth":
+        trainer.domain = DomainHead(domain_ids, _causal_lm(loaded.model).get_output_embeddings().weight.shape[0])
     trainer.remove_callback(PrinterCallback)  # progress goes to stderr through our own callback
     start = time.monotonic()
     output = trainer.train(resume_from_checkpoint=checkpoint)
@@ -291,6 +385,9 @@ def train_lora(loaded: LoadedModel, splits: dict[str, list[dict]], config: Any, 
         trainable_params=trainable,
         total_params=total,
         log_history=trainer.state.log_history,
+        planned_steps=steps,
+        domain_ids=domain_ids,
+        batching=mode,
     )
 
 
@@ -302,8 +399,9 @@ def validation_split(splits: dict[str, list[dict]]) -> list[dict]:
     return []
 
 
-def save_model_dir(loaded: LoadedModel, model_dir: Path | str, info: dict) -> Path:
-    """Write adapter + tokenizer + ``training_info.json`` into a fresh folder, then swap it into place."""
+def save_model_dir(loaded: LoadedModel, model_dir: Path | str, info: dict, domain_ids: list[int] | None = None) -> Path:
+    """Write adapter + tokenizer + ``training_info.json`` (+ the domain head's ids) into a fresh folder, then swap
+    it into place."""
     target = Path(model_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(f".{target.name}.new")
@@ -311,6 +409,8 @@ def save_model_dir(loaded: LoadedModel, model_dir: Path | str, info: dict) -> Pa
     loaded.model.save_pretrained(str(staging))
     loaded.tokenizer.save_pretrained(str(staging))
     store.atomic_write_json(staging / TRAINING_INFO, info)
+    if domain_ids is not None:
+        save_domain(staging, domain_ids, _causal_lm(loaded.model).get_output_embeddings().weight.shape[0])
     previous = target.with_name(f".{target.name}.old")
     shutil.rmtree(previous, ignore_errors=True)
     if target.exists():
@@ -361,6 +461,10 @@ def fine_tune(data_dir: Path | str, companies: list, spec: Any, config: Any, *, 
         "final_train_loss": result.train_loss,
         "final_val_loss": result.val_loss,
         "steps": result.steps,
+        "planned_steps": result.planned_steps,
+        "stopped_by_time_budget": result.steps < result.planned_steps,
+        "batching": result.batching,
+        "output_head": "full" if result.domain_ids is None else f"domain ({len(result.domain_ids)} tokens)",
         "seconds": round(result.seconds, 1),
         "train_tokens": result.tokens,
         "tokens_per_second": round(result.tokens_per_second, 1),
@@ -369,6 +473,6 @@ def fine_tune(data_dir: Path | str, companies: list, spec: Any, config: Any, *, 
         "stockllm_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    save_model_dir(loaded, config.model_dir, info)
+    save_model_dir(loaded, config.model_dir, info, result.domain_ids)
     say(f"saved adapter, tokenizer and {TRAINING_INFO} to {config.model_dir}")
     return info
