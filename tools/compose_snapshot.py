@@ -9,6 +9,14 @@ end of ``shared/data/SOURCES.md`` — one source per company, so every column me
 * every other company (4938 and the TPEx names) → ``recent_2024-12_2026-06`` (Yahoo OHLCV; ``turnover``,
   ``change``, ``transaction`` left empty, never invented).
 
+Rows whose prices are off the tick grid (:func:`stockllm.validation.off_tick_dates`) are left out and listed in
+``PROVENANCE.md``: they are not what the exchange printed. The only case is 3540 2026-06-01 → 06-09, seven Yahoo
+rows scaled by one constant (every price ÷ 0.97333 lands on the 0.05 grid within the source's 2-decimal
+rounding; the 06-09 close 26.47 is 27.20 ÷ 1.0274, consistent with the ex-rights reference of a stock dividend
+on 06-10): Yahoo adjusted the rows the source had refreshed before that ex-rights day and not the older ones, so
+the series held a −2.7% step on 06-01 that never traded and hid the ex-rights drop of 06-10. Dropping them leaves a
+one-week gap, which the evaluation and the dataset handle by date (the same as a source's missing days).
+
 Usage: ``python tools/compose_snapshot.py [SHARED_DATA_DIR]``
 """
 
@@ -19,6 +27,8 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+
+from stockllm.validation import off_tick_dates
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "src" / "stockllm" / "data" / "snapshot"
@@ -63,11 +73,13 @@ def compose(shared: Path) -> list[dict]:
                     parts.insert(0, "old")
         else:
             frame, parts = read(prices / SETS["yahoo"] / f"{code}.csv"), ["yahoo"]
+        dropped = off_tick_dates(frame)
+        frame = frame[~frame["date"].isin(dropped)]
         frame.to_csv(OUT / f"{code}.csv", index=False)
         rows.append({
             "code": code, "name": company["name_zh"], "market": company["market"], "rows": len(frame),
             "first": frame["date"].iloc[0], "last": frame["date"].iloc[-1], "parts": parts,
-            "all_columns": parts != ["yahoo"],
+            "all_columns": parts != ["yahoo"], "dropped": dropped,
         })
     return rows
 
@@ -96,6 +108,28 @@ def write_provenance(rows: list[dict]) -> None:
         f"{' + '.join(SETS[p] for p in r['parts'])} | {'yes' if r['all_columns'] else 'no'} |"
         for r in rows
     ]
+    dropped = [r for r in rows if r["dropped"]]
+    if dropped:
+        lines += [
+            "",
+            "## Rows left out",
+            "",
+            "Rows with a price off the tick grid are not what the exchange printed, so they are not shipped:",
+            "",
+        ]
+        lines += [f"* {r['code']} {r['name']}: {', '.join(r['dropped'])}" for r in dropped]
+        lines += [
+            "",
+            "3540's seven rows are Yahoo's prices scaled by one constant: divided by 0.97333 every open, high, low and close"
+            " lands on the 0.05 tick grid (within the source's 2-decimal rounding), and the 2026-06-09 close 26.47 is"
+            " 27.20 ÷ 1.0274, consistent with the ex-rights reference price of a stock dividend on 2026-06-10. Yahoo adjusts"
+            " prices before a stock dividend; the source repository had apparently refreshed only its last days after the"
+            " ex-rights date, so only these rows were scaled (a −2.7 % step on 2026-06-01 that never traded, and the"
+            " ex-rights drop of 2026-06-10 hidden)."
+            " The same rows are in `market_ohlcv_2024-12_2026-08/3540.csv` (same source and commit). Recovering the"
+            " exchange's figures would mean computing prices the source does not hold, so the rows are dropped instead:"
+            " the series has no rows from 2026-06-01 to 2026-06-09.",
+        ]
     (OUT / "PROVENANCE.md").write_text("\n".join(lines) + "\n", "utf-8")
 
 

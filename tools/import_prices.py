@@ -6,9 +6,9 @@ company beside a ``manifest.csv``; ``stockllm`` reads a data dir laid out as ``<
 This tool copies every company file through :func:`stockllm.store.write_prices` (the store's normalisation:
 twstock columns, types, one row per date, atomic writes) and writes ``<data-dir>/PROVENANCE.md``: where the
 rows came from, how many, and which rows are off the tick grid (Yahoo scales the prices before a stock
-dividend; they are kept verbatim and listed, never altered). Rows whose prices are zero (Yahoo writes a few
-``0.0,0.0,0.0,0.0`` days) are no trading record: they are dropped and listed. Nothing is fetched, filled in
-or adjusted.
+dividend; they are kept verbatim and listed, never altered). Rows the store refuses to read
+(:func:`stockllm.store.price_row_problem`: e.g. the few ``0.0,0.0,0.0,0.0`` days Yahoo writes) are no trading
+record: they are dropped and listed with the reason. Nothing is fetched, filled in or adjusted.
 
 Usage::
 
@@ -23,25 +23,19 @@ import re
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from stockllm import store
-from stockllm.market import is_on_tick
-
-PRICES = ["open", "high", "low", "close"]
-
-
-def off_tick_dates(frame) -> list[str]:
-    """Dates of rows with an open, high, low or close that no Taiwan order book could print."""
-    bad = frame[PRICES].apply(lambda row: any(v == v and not is_on_tick(round(float(v), 2)) for v in row), axis=1)
-    return frame.loc[bad, "date"].tolist()
-
+from stockllm.validation import off_tick_dates
 
 def import_prices(source: Path, data_dir: Path) -> list[dict]:
     """Copy every ``<code>.csv`` of ``source`` into ``data_dir/prices``; one summary row per company."""
     rows = []
     for path in sorted(p for p in source.glob("*.csv") if re.fullmatch(r"[0-9A-Z]{4,6}", p.stem)):
-        frame = store.read_price_csv(path)
-        zero = (frame[PRICES] <= 0).any(axis=1)
-        dropped, frame = frame.loc[zero, "date"].tolist(), frame[~zero]
+        frame, dropped = store.normalise_prices(pd.read_csv(path, dtype={"date": str})), []
+        while problem := store.price_row_problem(frame):  # "<date> <field> <value> <rule>"
+            dropped.append(problem)
+            frame = frame[frame["date"] != problem.split()[0]]
         store.write_prices(data_dir, path.stem, frame)
         rows.append({"code": path.stem, "rows": len(frame), "first": frame["date"].iloc[0], "last": frame["date"].iloc[-1],
                      "off_tick": off_tick_dates(frame), "dropped": dropped})
@@ -50,7 +44,7 @@ def import_prices(source: Path, data_dir: Path) -> list[dict]:
 
 def provenance(source: Path, rows: list[dict]) -> str:
     off = [r for r in rows if r["off_tick"]]
-    dropped = [f"{r['code']} {day}" for r in rows for day in r["dropped"]]
+    dropped = [f"{r['code']} {problem}" for r in rows for problem in r["dropped"]]
     lines = [
         "# Data dir provenance",
         "",
@@ -61,8 +55,7 @@ def provenance(source: Path, rows: list[dict]) -> str:
         "",
         f"* companies: {len(rows)}; rows: {sum(r['rows'] for r in rows)};"
         f" first day {min(r['first'] for r in rows)}; last day {max(r['last'] for r in rows)}",
-        f"* rows dropped because their prices are zero (no trading record): {len(dropped)}"
-        f"{' (' + ', '.join(dropped) + ')' if dropped else ''}",
+        f"* rows dropped as no trading record: {len(dropped)}{' (' + '; '.join(dropped) + ')' if dropped else ''}",
         f"* rows off the tick grid (kept verbatim): {sum(len(r['off_tick']) for r in off)} in {len(off)} companies."
         " Yahoo scales a company's prices before a stock dividend (配股) by the dividend's factor, so such rows are"
         " the exchange's prices times a constant (e.g. 3540 2026-06-01 → 06-09: × 0.97333).",

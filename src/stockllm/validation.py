@@ -11,7 +11,7 @@ import math
 
 import pandas as pd
 
-from .market import is_trading_day, limit_prices, next_trading_days
+from .market import is_on_tick, is_trading_day, limit_prices, next_trading_days
 
 PRICE_FIELDS = ["open", "high", "low", "close"]
 VOLUME_FIELDS = ["capacity", "turnover", "transaction"]
@@ -90,6 +90,18 @@ def validate_forecast(frame: pd.DataFrame, previous_close: float, expected_dates
                     problems.append(f"{day}: {column} must be a positive number, got {row[column]}")
         reference = prices["close"] if prices["close"] > 0 else None
     return problems
+
+
+def off_tick_dates(frame: pd.DataFrame) -> list[str]:
+    """Dates of the rows of a price table whose open, high, low or close no Taiwan order book could print.
+
+    Stored prices have two decimals; a value off the tick grid (e.g. 26.47 where prices between 10 and 50
+    move in steps of 0.05) means the source scaled it (Yahoo adjusts the prices before a stock dividend).
+    Empty prices (halted days) are not off the grid.
+    """
+    prices = frame[PRICE_FIELDS].to_numpy(float)
+    return [str(day)[:10] for day, row in zip(_dates(frame), prices)
+            if any(not math.isnan(v) and not is_on_tick(round(v, 2)) for v in row)]
 
 
 def forecast_problems(forecast, previous_close: float, expected_dates: list[str] | None = None) -> list[str]:
