@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 import socket
 import sqlite3
@@ -49,6 +50,14 @@ log = logging.getLogger("stockllm.exchange")
 
 def _failed(status: str, code: int = 200, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"result": "failed", "status": status}, status_code=code, headers=headers)
+
+
+class Throttled(Rejected):
+    """A login refused unchecked because its account or address failed too often lately (HTTP 429)."""
+
+    def __init__(self, wait: float):
+        self.retry_after = max(1, math.ceil(wait))
+        super().__init__(f"too many failed logins for this account or from this address; try again in {self.retry_after} s", http_status=429)
 
 
 class BodyLimit:
@@ -168,7 +177,8 @@ def create_app(ledger: Ledger, logins: FailedLogins | None = None) -> FastAPI:
     @app.exception_handler(Rejected)
     @app.exception_handler(StockLLMError)
     async def rejected(_request: Request, exc: Exception) -> JSONResponse:
-        return _failed(str(exc), getattr(exc, "http_status", 200))
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Throttled) else None
+        return _failed(str(exc), getattr(exc, "http_status", 200), headers)
 
     @app.exception_handler(sqlite3.OperationalError)
     async def busy(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
@@ -200,7 +210,7 @@ def create_app(ledger: Ledger, logins: FailedLogins | None = None) -> FastAPI:
         wait = logins.retry_after(account, address)
         if wait:
             await asyncio.sleep(min(wait, TARPIT_SECONDS))
-            raise Rejected(f"too many failed logins for this account or from this address; try again in {wait:.0f} s", http_status=429)
+            raise Throttled(wait)
         try:
             await run_in_threadpool(ledger.authenticate, account, password)
         except Rejected:
