@@ -58,6 +58,7 @@ class TrainConfig:
                                    "padded (random, padded to the longest)")
     full_head: bool = opt(False, "train and generate with the full-vocabulary output layer instead of the domain head "
                                  "(the tokens of the training answers)")
+    eval_examples: int = opt(200, "validation examples (a seeded sample) scored at each of the 4 evaluations during training")
     time_budget: str = opt("", "stop training cleanly after this long and save the model: e.g. 90s, 45m, 1.5h (empty: no limit)")
 
 

@@ -114,7 +114,7 @@ def answer_loss(model: Any, batch: dict[str, torch.Tensor], num_items: int | tor
     """
     lm = _causal_lm(model)
     inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "position_ids") if key in batch}
-    hidden = lm.get_decoder()(**inputs).last_hidden_state
+    hidden = lm.get_decoder()(**inputs, use_cache=False).last_hidden_state  # no cache: packed rows are detected only without one
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE_INDEX
     if domain is not None:
@@ -423,7 +423,7 @@ def save_model_dir(loaded: LoadedModel, model_dir: Path | str, info: dict, domai
 # --- the whole fine-tune: dataset → model → train → model dir -------------------------------------------
 
 def fine_tune(data_dir: Path | str, companies: list, spec: Any, config: Any, *, resume: bool = False, backend: str = "auto",
-              eval_limit: int | None = 200, say: Callable[[str], None] = print) -> dict:
+              eval_limit: int | None = None, say: Callable[[str], None] = print) -> dict:
     """Build the dataset of ``spec``, LoRA fine-tune ``config.model_name`` on it and save ``config.model_dir``.
 
     Returns the ``training_info.json`` record: base model, dataset spec, data range, losses, steps, time.
@@ -442,6 +442,7 @@ def fine_tune(data_dir: Path | str, companies: list, spec: Any, config: Any, *, 
     say(f"loading {config.model_name}")
     loaded = add_lora(load_base(config.model_name, max_seq_length=config.max_seq_length, load_in_4bit=config.load_in_4bit,
                                 load_in_8bit=config.load_in_8bit, backend=backend), LoraSettings.from_config(config))
+    eval_limit = eval_limit if eval_limit is not None else getattr(config, "eval_examples", 200)
     result = train_lora(loaded, built.splits, config, resume=resume, eval_limit=eval_limit, say=say)
     settings = {f.name: getattr(config, f.name) for f in dataclass_fields(TrainConfig)}
     info = {

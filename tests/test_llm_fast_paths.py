@@ -1,0 +1,170 @@
+"""The LLM's fast paths keep its answers: domain head, packed batches, batched generation, time budget.
+
+Each fast path is specified by what it must equal: the domain-head loss is the full model's softmax restricted
+to the answer tokens and renormalised; a packed row trains exactly like padded rows; batched greedy answers
+are the one-by-one answers; a model dir from before the domain head still loads with the full head.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from stockllm import prompts, store
+from stockllm.config import TrainConfig
+from stockllm.dataset import DatasetSpec
+from stockllm.errors import StockLLMError
+from stockllm.forecasters.base import ForecastRequest
+from stockllm.llm.backends import load_base, load_trained
+from stockllm.llm.chat import IGNORE_INDEX, encode_example, encode_prompt, stop_token_ids
+from stockllm.llm.domain_head import DOMAIN_FILE, DomainHead, DomainLogits, domain_token_ids, load_domain
+from stockllm.llm.forecaster import LLMForecaster
+from stockllm.llm.generation import GenerationRequest, TransformersGenerator
+from stockllm.llm.training import answer_loss, collate, collate_packed, fine_tune, parse_duration
+from tiny_llm import build_tiny_llm
+
+CODES = ["9921", "2330"]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return build_tiny_llm(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="module")
+def examples() -> list[dict]:
+    frame = store.read_price_csv(store.snapshot_dir() / "9921.csv")
+    return [{"messages": prompts.messages("巨大", frame.iloc[i - k:i], frame.iloc[i:i + k], "seed-example")}
+            for i in range(5, 40) for k in (1, 3)]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_model) -> dict:
+    """A tiny model trained a few steps with the domain head (the default), saved as a model dir."""
+    root = tmp_path_factory.mktemp("domain")
+    data_dir = root / "data"
+    store.install_snapshot(data_dir, CODES)
+    spec = DatasetSpec(windows=[(2, 1), (5, 3)], max_seq_length=1024)
+    config = TrainConfig(model_name=str(tiny_model), output_dir=str(root / "out"), model_dir=str(root / "model"), max_steps=6,
+                         batch_size=4, gradient_accumulation_steps=1, learning_rate=2e-2, report_to="none", max_seq_length=1024)
+    record = fine_tune(data_dir, CODES, spec, config, eval_limit=4, say=lambda _: None)
+    return {"data_dir": data_dir, "model_dir": root / "model", "record": record}
+
+
+def test_domain_head_loss_is_the_full_softmax_restricted_to_answer_tokens_and_renormalised(tiny_model, examples):
+    loaded = load_base(str(tiny_model))
+    encoded = [encode_example(loaded.tokenizer, e["messages"]) for e in examples[:4]]
+    batch = collate(encoded, loaded.tokenizer.pad_token_id)
+    ids = domain_token_ids((e["labels"] for e in encoded), stop_token_ids(loaded.tokenizer))
+    domain = DomainHead(ids, loaded.model.config.vocab_size)
+    with torch.no_grad():
+        ours = answer_loss(loaded.model, batch, domain=domain)
+        logits = loaded.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    targets = batch["labels"][:, 1:]
+    keep = targets != IGNORE_INDEX
+    full = torch.log_softmax(logits[keep].float(), dim=-1)
+    restricted = full[:, ids] - torch.logsumexp(full[:, ids], dim=-1, keepdim=True)  # renormalised over the domain
+    expected = -restricted.gather(1, domain.targets(targets[keep])[:, None]).mean()
+    assert ours.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert len(ids) < loaded.model.config.vocab_size
+
+
+def test_an_answer_token_outside_the_domain_is_an_error_not_skipped(tiny_model):
+    domain = DomainHead([5, 7, 9], vocab_size=20)
+    assert domain.targets(torch.tensor([7, 9, 5])).tolist() == [1, 2, 0]
+    with pytest.raises(StockLLMError, match="outside the domain head"):
+        domain.targets(torch.tensor([7, 8]))
+    with pytest.raises(StockLLMError, match="another base model"):
+        DomainHead([5, 25], vocab_size=20)
+
+
+def test_a_packed_row_trains_exactly_like_padded_rows(tiny_model, examples):
+    loaded = load_base(str(tiny_model))
+    encoded = [encode_example(loaded.tokenizer, e["messages"]) for e in examples[:5]]
+    packed = collate_packed(encoded, loaded.tokenizer.pad_token_id)
+    assert packed["input_ids"].shape[0] == 1 and "attention_mask" not in packed
+    with torch.no_grad():
+        padded_loss = answer_loss(loaded.model, collate(encoded, loaded.tokenizer.pad_token_id))
+        packed_loss = answer_loss(loaded.model, packed)
+    assert packed_loss.item() == pytest.approx(padded_loss.item(), rel=1e-5)
+
+
+def test_the_model_dir_stores_the_domain_head_and_generation_uses_it(trained):
+    ids = load_domain(trained["model_dir"])
+    assert ids and trained["record"]["output_head"] == f"domain ({len(ids)} tokens)"
+    loaded = load_trained(trained["model_dir"])
+    lm = loaded.model.get_base_model()
+    assert isinstance(lm.get_output_embeddings(), DomainLogits)
+    prompt = encode_prompt(loaded.tokenizer, [{"role": "user", "content": "Date: 2025-01-03, Open: 141.5"}])
+    answer = TransformersGenerator(loaded).generate([GenerationRequest(prompt, 30)])[0][0]
+    written = loaded.tokenizer(answer, add_special_tokens=False)["input_ids"]
+    assert set(written) <= set(ids)
+
+
+def test_a_model_dir_from_before_the_domain_head_loads_with_the_full_head(trained, tmp_path):
+    old = tmp_path / "old-model"
+    shutil.copytree(trained["model_dir"], old)
+    (old / DOMAIN_FILE).unlink()
+    loaded = load_trained(old)
+    assert not isinstance(loaded.model.get_base_model().get_output_embeddings(), DomainLogits)
+    forecaster = LLMForecaster.from_model_dir(old, data_dir=trained["data_dir"], attempts=1)
+    history = store.read_prices(trained["data_dir"], "9921").iloc[:40]
+    result = forecaster.predict_batch([ForecastRequest(history, 1, "9921", past=2)])[0]
+    assert isinstance(result, Exception) or result.horizon == 1
+    assert isinstance(load_trained(trained["model_dir"], full_head=True).model.get_base_model().get_output_embeddings(), torch.nn.Linear)
+
+
+def test_batched_greedy_answers_equal_one_by_one_answers(trained):
+    loaded = load_trained(trained["model_dir"])
+    history = store.read_prices(trained["data_dir"], "9921")
+    forecaster = LLMForecaster(TransformersGenerator(loaded), loaded.info, data_dir=trained["data_dir"])
+    requests = []
+    for end, (past, future) in zip(range(30, 42), [(2, 1), (5, 3)] * 6):  # prompts of two lengths, padded together
+        messages = forecaster.messages(history.iloc[:end], future, "9921", past=past)
+        requests.append(GenerationRequest(encode_prompt(loaded.tokenizer, messages), max_new_tokens=20 + end % 7, days=future))
+    batched = TransformersGenerator(loaded, batch_size=5).generate(requests)
+    one_by_one = [TransformersGenerator(loaded, batch_size=1).generate([r])[0] for r in requests]
+    assert batched == one_by_one
+
+
+def test_predict_batch_gives_what_predict_gives_one_at_a_time(trained):
+    forecaster = LLMForecaster.from_model_dir(trained["model_dir"], data_dir=trained["data_dir"], attempts=2)
+    history = store.read_prices(trained["data_dir"], "9921")
+    requests = [ForecastRequest(history.iloc[:end], 1, "9921", past=2) for end in (30, 31, 32)]
+    requests.append(ForecastRequest(history.iloc[:1], 3, "9921", past=5))  # too little history: its own error
+    batched = forecaster.predict_batch(requests)
+    assert isinstance(batched[-1], StockLLMError)
+    for request, result in zip(requests[:3], batched):
+        try:
+            single = forecaster.predict(request.history, request.horizon, code=request.code, past=request.past)
+        except StockLLMError as exc:
+            assert isinstance(result, StockLLMError) and str(result) == str(exc)
+            continue
+        assert not isinstance(result, Exception)
+        pd.testing.assert_frame_equal(result.frame, single.frame)
+        assert result.raw_text == single.raw_text
+
+
+def test_a_time_budget_stops_training_cleanly_and_saves_the_model(tiny_model, tmp_path):
+    data_dir = tmp_path / "data"
+    store.install_snapshot(data_dir, ["9921"])
+    config = TrainConfig(model_name=str(tiny_model), output_dir=str(tmp_path / "out"), model_dir=str(tmp_path / "model"), max_steps=500,
+                         batch_size=2, gradient_accumulation_steps=1, report_to="none", max_seq_length=1024, time_budget="2s")
+    record = fine_tune(data_dir, ["9921"], DatasetSpec(windows=[(2, 1)], max_seq_length=1024), config, eval_limit=2, say=lambda _: None)
+    assert record["stopped_by_time_budget"] and 1 <= record["steps"] < 500 and record["planned_steps"] == 500
+    assert (tmp_path / "model" / "adapter_model.safetensors").exists() and (tmp_path / "model" / DOMAIN_FILE).exists()
+
+
+@pytest.mark.parametrize("text, seconds", [("90s", 90), ("45m", 2700), ("1.5h", 5400), ("60", 3600), ("", None)])
+def test_time_budgets_read_like_people_write_them(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["-5m", "0s", "soon", "nanm", "infh"])
+def test_a_time_budget_that_is_not_a_positive_duration_is_refused(text):
+    with pytest.raises(StockLLMError, match="--time-budget"):
+        parse_duration(text)
