@@ -120,7 +120,7 @@ class DatasetSpec:
     context: str = "none"
     stride: int = 1
     top_k_news: int = 5
-    max_seq_length: int = 2048
+    max_seq_length: int = 6144  # a 60:20 example is up to ~5,300 Gemma tokens (one token per digit)
     val_start: str | None = None
     test_start: str | None = None
     val_frac: float = 0.1
@@ -552,7 +552,11 @@ def _build(data_dir: Path, companies: list[Company], spec: DatasetSpec, count_to
     if use_news and without_news:
         notes.append(f"no news file for {len(without_news)} of {len(loaded)} companies ({', '.join(without_news[:5])}{'…' if len(without_news) > 5 else ''}); their prompts say 'News … none' (run `stockllm fetch --news`)")
     for name, tokens in longest.items():
-        notes.append(f"window {name}: {skipped_windows[name]['too_long']:,} examples longer than --max-seq-length {spec.max_seq_length} (up to ~{tokens:,} tokens) skipped; raise --max-seq-length to keep them")
+        dropped = skipped_windows[name]["too_long"]
+        kept_total = sum(counts[split_name][name] for split_name in counts)
+        loud = "WARNING: " if dropped > kept_total else ""  # fewer than half of the window's examples are left
+        notes.append(f"{loud}window {name}: {dropped:,} of {dropped + kept_total:,} examples longer than --max-seq-length {spec.max_seq_length} "
+                     f"(up to ~{tokens:,} tokens) skipped; raise --max-seq-length to keep them")
     total = sum(len(v) for v in splits.values())
     window_names = [f"{p}:{f}" for p, f in spec.windows]
     metadata = {

@@ -439,6 +439,9 @@ def fine_tune(data_dir: Path | str, companies: list, spec: Any, config: Any, *, 
     built = build_dataset(data_dir, companies, spec)
     totals = built.metadata["totals"]
     say(f"  {totals['train']:,} training, {totals['validation']:,} validation, {totals['test']:,} test examples")
+    for note in built.metadata["notes"]:
+        if "--max-seq-length" in note:
+            say(note)
     say(f"loading {config.model_name}")
     loaded = add_lora(load_base(config.model_name, max_seq_length=config.max_seq_length, load_in_4bit=config.load_in_4bit,
                                 load_in_8bit=config.load_in_8bit, backend=backend), LoraSettings.from_config(config))

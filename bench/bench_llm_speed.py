@@ -1,0 +1,128 @@
+"""The LLM's speed on a CPU, new paths beside today's, in one run: training tokens/s and forecasts/s.
+
+Training (same base model, LoRA settings, examples, batch size and steps; one epoch over a seeded sample of
+the 41 companies' 1:1 + 5:5 training examples):
+
+* today's path: random batches padded to their longest example, LM head over the full 262,144-token vocabulary;
+* the new path: length-grouped batches (``--batching grouped``) and the domain output head.
+
+Forecasting, for the 41 companies' latest stored day with a 5:5 prompt, greedy, one attempt, with a trained
+model dir:
+
+* (a) one forecast at a time with the full output layer (today's path) — on ``--one-by-one`` companies only,
+  it costs minutes each; the rate is per forecast, so it compares with the others;
+* (b) batched generation with the domain head (``TransformersGenerator``);
+* (c) llama.cpp (``--backend llama.cpp``), when llama-cpp-python is installed.
+
+It also reports how often (a)'s greedy tokens fall outside the domain head's token set (the tokens the
+restricted head cannot write), and how often (b) and (c) give (a)'s exact answer.
+
+    .venv/bin/python bench/bench_llm_speed.py --model-dir outputs/llm/model     # about 15 minutes on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from stockllm import store  # noqa: E402
+from stockllm.config import DEFAULT_MODEL, TrainConfig  # noqa: E402
+from stockllm.dataset import DatasetSpec, build_dataset  # noqa: E402
+from stockllm.forecasters.base import ForecastRequest  # noqa: E402
+from stockllm.universe import default_universe  # noqa: E402
+
+
+def training_examples(data_dir: Path, count: int, seed: int) -> list[dict]:
+    codes = [c.code for c in default_universe()]
+    built = build_dataset(data_dir, codes, DatasetSpec(windows="1:1,5:5", val_frac=0.0, test_frac=0.0))
+    return random.Random(seed).sample(built.splits["train"], count)
+
+
+def train_rate(model_name: str, data: list[dict], out: Path, **path) -> tuple[float, int]:
+    """(seconds, tokens) of one epoch over ``data`` with batch 4 on the given path (``batching``, ``full_head``)."""
+    from stockllm.llm.backends import LoraSettings, add_lora, load_base
+    from stockllm.llm.training import train_lora
+
+    loaded = add_lora(load_base(model_name), LoraSettings())
+    config = TrainConfig(model_name=model_name, output_dir=str(out), max_steps=-1, num_epochs=1, batch_size=4, gradient_accumulation_steps=1,
+                         report_to="none", optim="adamw_torch", logging_steps=100, **path)
+    result = train_lora(loaded, {"train": data}, config, say=lambda line: None)
+    return result.seconds, result.tokens
+
+
+def requests(data_dir: Path, codes: list[str]) -> list[ForecastRequest]:
+    return [ForecastRequest(store.read_prices(data_dir, code).dropna(subset=["close"]), 5, code, past=5) for code in codes]
+
+
+def forecast_rate(forecaster, batch: list[ForecastRequest]) -> tuple[float, list]:
+    began = time.perf_counter()
+    results = forecaster.predict_batch(batch)
+    return len(batch) / (time.perf_counter() - began), results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", required=True, help="a trained model dir (stockllm train)")
+    parser.add_argument("--model-name", default=DEFAULT_MODEL, help="base model for the training comparison")
+    parser.add_argument("--train-examples", type=int, default=48, help="examples each training path runs over (default: 48)")
+    parser.add_argument("--one-by-one", type=int, default=3, help="companies forecast one at a time with the full head (default: 3)")
+    parser.add_argument("--skip-training", action="store_true", help="only the forecasting comparison")
+    args = parser.parse_args()
+
+    from stockllm.llm.backends import load_generator
+    from stockllm.llm.domain_head import load_domain
+    from stockllm.llm.forecaster import LLMForecaster
+    from stockllm.llm.generation import TransformersGenerator
+
+    with tempfile.TemporaryDirectory() as scratch:
+        data_dir = Path(scratch) / "data"
+        store.install_snapshot(data_dir)
+        if not args.skip_training:
+            data = training_examples(data_dir, args.train_examples, seed=3407)
+            old_s, old_tokens = train_rate(args.model_name, data, Path(scratch) / "old", batching="padded", full_head=True)
+            new_s, new_tokens = train_rate(args.model_name, data, Path(scratch) / "new", batching="grouped", full_head=False)
+            assert old_tokens == new_tokens
+            print(f"training, {len(data)} examples (1:1 + 5:5), {new_tokens:,} tokens, batch 4, one epoch:")
+            print(f"  today's path (padded, full head)   {old_s:7.1f} s  {old_tokens / old_s:7.1f} tokens/s")
+            print(f"  new path (grouped, domain head)    {new_s:7.1f} s  {new_tokens / new_s:7.1f} tokens/s  = {old_s / new_s:.2f}x")
+
+        codes = [c.code for c in default_universe()]
+        everything = requests(data_dir, codes)
+        info_dir = Path(args.model_dir)
+        from stockllm.llm.backends import read_training_info
+
+        info = read_training_info(info_dir)
+        full = LLMForecaster(TransformersGenerator(load_generator(info_dir, full_head=True).loaded, batch_size=1), info, attempts=1)
+        rate_a, answers_a = forecast_rate(full, everything[: args.one_by_one])
+        domain = set(load_domain(info_dir) or [])
+        tokenizer = full.generator.tokenizer
+        written = [t for result in answers_a if not isinstance(result, Exception)
+                   for t in tokenizer(result.raw_text, add_special_tokens=False)["input_ids"]]
+        outside = sum(t not in domain for t in written)
+        print(f"forecasting the 41 companies' latest day, 5:5 prompts, greedy, one attempt ({info['base_model']}):")
+        print(f"  (a) one by one, full head ({args.one_by_one} companies)   {rate_a:7.3f} forecasts/s")
+        print(f"      greedy tokens outside the domain head's {len(domain)} tokens: {outside} of {len(written)}")
+        batched = LLMForecaster(load_generator(info_dir), info, attempts=1)
+        rate_b, answers_b = forecast_rate(batched, everything)
+        same_b = sum(a.raw_text == b.raw_text for a, b in zip(answers_a, answers_b) if not isinstance(a, Exception) and not isinstance(b, Exception))
+        print(f"  (b) batched, domain head (41)            {rate_b:7.3f} forecasts/s = {rate_b / rate_a:5.1f}x (a); "
+              f"same answer as (a): {same_b}/{len(answers_a)}")
+        try:
+            llama = LLMForecaster(load_generator(info_dir, "llama.cpp"), info, attempts=1)
+        except Exception as exc:  # noqa: BLE001 - the bench reports why the third backend is missing
+            print(f"  (c) llama.cpp: not run ({exc})")
+            return
+        rate_c, answers_c = forecast_rate(llama, everything)
+        same_c = sum(b.raw_text == c.raw_text for b, c in zip(answers_b, answers_c) if not isinstance(b, Exception) and not isinstance(c, Exception))
+        print(f"  (c) llama.cpp (41)                       {rate_c:7.3f} forecasts/s = {rate_c / rate_a:5.1f}x (a); "
+              f"same answer as (b): {same_c}/{len(answers_b)}")
+
+
+if __name__ == "__main__":
+    main()
