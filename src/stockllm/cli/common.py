@@ -190,6 +190,16 @@ def add_dataset_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--gap", type=non_negative_int, default=None, help="trading days between splits that no example of the earlier split touches (default: the longest future window)")
 
 
+def add_backend_arg(parser: argparse.ArgumentParser) -> None:
+    """``--backend``: where a fine-tuned LLM (``llm:DIR``) generates; baselines ignore it."""
+    from ..llm.backends import GENERATION_BACKENDS
+
+    parser.add_argument("--backend", choices=GENERATION_BACKENDS, default="auto",
+                        help="where an LLM generates: auto (unsloth on a CUDA GPU, else transformers), transformers, unsloth, "
+                             "llama.cpp (GGUF base + LoRA, `pip install .[llamacpp]`), openai (an OpenAI-compatible server: "
+                             "STOCKLLM_OPENAI_BASE_URL) (default: auto)")
+
+
 def print_json(obj: Any) -> None:
     json.dump(obj, sys.stdout, ensure_ascii=False, indent=1, default=str)
     sys.stdout.write("\n")

@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .common import add_codes_arg, add_data_args, info
+from .common import add_backend_arg, add_codes_arg, add_data_args, info
 
 DEFAULT_MODELS = "random_walk,drift,arima,ets,lstm,cnn,bestfour"
 
@@ -25,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                           help=f"comma-separated models: random_walk, drift, arima, ets, lstm, cnn, bestfour, llm:DIR (a fine-tuned model dir); random_walk is always added (default: {DEFAULT_MODELS})")
     evaluate.add_argument("--start", default=None, help="first day of the evaluation period, YYYY-MM-DD; models learn only from days before it minus the longest horizon (default: the last 10%% of stored trading days)")
     evaluate.add_argument("--stride", type=int, default=1, help="forecast from every N-th trading day of the period, the same dates for every company and model; e.g. 5 for non-overlapping 5-day forecasts (default: 1, every day)")
+    add_backend_arg(evaluate)
     evaluate.add_argument("--report", default="outputs/evaluation", help="report folder (default: outputs/evaluation)")
     evaluate.set_defaults(func=run)
 
@@ -38,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     windows = parse_windows(args.windows)
     specs = parse_model_list(args.models)
     companies = select_companies(args.company_list_file, args.codes, args.data_dir)
-    result, scores = run_evaluation(Path(args.data_dir), companies, windows, specs, args.start, progress=info, stride=args.stride)
+    result, scores = run_evaluation(Path(args.data_dir), companies, windows, specs, args.start, progress=info, stride=args.stride, backend=args.backend)
     command = "stockllm " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else ""
     paths = write_report(result, scores, Path(args.report), command)
     for line in (paths["report"], paths["metrics"]):

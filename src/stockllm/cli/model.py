@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import add_codes_arg, add_data_args, add_dataset_args, add_train_args, info, iso_date, output_file, positive_int, print_json
+from .common import add_backend_arg, add_codes_arg, add_data_args, add_dataset_args, add_train_args, info, iso_date, output_file, positive_int, print_json
 
 
 def add_predict_args(parser: argparse.ArgumentParser) -> None:
@@ -18,6 +18,7 @@ def add_predict_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--chart", type=output_file, default=None, help="save a K-line chart of past + forecast days to this PNG")
     group.add_argument("--samples", type=positive_int, default=1, help="sampled answers; >1 gives a per-day median and 80%% interval (default: 1)")
     group.add_argument("--json", action="store_true", help="print the forecast as JSON")
+    add_backend_arg(group)
     if "--context" not in parser._option_string_actions:  # main.py also has the dataset's --context; then it is shared
         group.add_argument("--context", default="auto",
                            help="prompt context: auto (what the model was trained with), none, or a TEXT to place in the prompt (default: auto)")
@@ -94,7 +95,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from ..universe import resolve
 
     store.read_prices(args.data_dir, resolve(args.code).code)  # an unknown code is said before the model loads
-    predictor = StockPredictor(args.model_dir, args.data_dir, samples=args.samples)
+    predictor = StockPredictor(args.model_dir, args.data_dir, samples=args.samples, backend=args.backend)
     forecast = predictor.inference(args.code, args.past, args.future, predict_context(args.context), as_of=args.as_of)
     meta = forecast.info
     if args.chart:

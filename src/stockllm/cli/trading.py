@@ -10,7 +10,7 @@ from datetime import date
 from pathlib import Path
 
 from ..errors import StockLLMError
-from .common import (add_codes_arg, add_data_args, cash, finite_float, fraction, info, iso_date, output_file, output_folder, port,
+from .common import (add_backend_arg, add_codes_arg, add_data_args, cash, finite_float, fraction, info, iso_date, output_file, output_folder, port,
                      positive_cash, positive_int, print_json)
 
 DEFAULT_DB = "exchange.sqlite"
@@ -73,6 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     backtest.add_argument("--end", type=iso_date, required=True, help="last day (positions valued at its close), YYYY-MM-DD")
     backtest.add_argument("--report", type=output_folder, default="outputs/backtest", help="folder for backtest.json and equity.png (default: outputs/backtest)")
     _strategy_args(backtest)
+    add_backend_arg(backtest)
     backtest.set_defaults(func=_backtest)
 
     trade = sub.add_parser("trade", help="compute today's decisions; with --send, place them on the exchange",
@@ -87,6 +88,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     trade.add_argument("--url", default=None, help="exchange base URL (default: $STOCK_API_URL, else the course server)")
     trade.add_argument("--order-log", type=output_file, default="outputs/orders.jsonl", help="JSONL log of every order sent (default: outputs/orders.jsonl)")
     _strategy_args(trade)
+    add_backend_arg(trade)
     trade.set_defaults(func=_trade)
 
 
@@ -160,12 +162,12 @@ def _status(args: argparse.Namespace) -> int:
 
 # --- backtest and trade --------------------------------------------------------------------------------
 
-def _forecaster(spec: str):
+def _forecaster(spec: str, args: argparse.Namespace):
     try:
         from ..forecasters.registry import make_forecaster
     except ImportError:
         raise StockLLMError("the forecaster registry (stockllm.forecasters.registry) is not installed yet; see issue on evaluation") from None
-    return make_forecaster(spec)
+    return make_forecaster(spec, data_dir=args.data_dir, backend=args.backend)
 
 
 def _config(args: argparse.Namespace):
@@ -190,7 +192,7 @@ def _backtest(args: argparse.Namespace) -> int:
     results = []
     for spec in specs:
         info(f"backtesting {spec} on {', '.join(prices)} from {args.start} to {args.end} ...")
-        results.append(run_backtest(prices, _forecaster(spec), args.start, args.end, args.cash, config))
+        results.append(run_backtest(prices, _forecaster(spec, args), args.start, args.end, args.cash, config))
     benchmark, gross = buy_and_hold(prices, args.start, args.end, args.cash, config)
     settings = {"models": specs, "codes": list(prices), "start": args.start, "end": args.end, "cash": args.cash,
                 "horizon": config.horizon, "margin": config.margin, "max_position": config.weight(len(prices)),
@@ -229,7 +231,7 @@ def _trade(args: argparse.Namespace) -> int:
         info(f"account {client.account} at {client.base_url}: {len(held)} holdings, cash for sizing NT${cash:,.0f}")
     else:
         info(f"dry run without credentials: assuming no holdings and NT${cash:,.0f} cash")
-    forecaster = _forecaster(args.model)
+    forecaster = _forecaster(args.model, args)
     forecaster.fit(prices)
     last_close = {code: float(frame["close"].iloc[-1]) for code, frame in prices.items()}
     equity = cash + sum(lots * rules.LOT * last_close.get(code, 0.0) for code, lots in held.items())
