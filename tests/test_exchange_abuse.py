@@ -132,6 +132,8 @@ def test_absurd_numbers_are_refused_with_a_readable_reason_never_a_500(server):
     for field, value, code, words in ABSURD:
         reply = requests.post(ex.url + "/buy", data=ORDER | {field: value}, timeout=10)
         assert (reply.status_code, reply.json()["result"]) == (code, "failed") and words in reply.json()["status"], (field, value, reply.text)
+    lone_surrogate = requests.post(ex.url + "/buy", json=ORDER | {"client_order_id": "\ud800"}, timeout=10)  # JSON can say it; SQLite can't store it
+    assert lone_surrogate.status_code == 400 and lone_surrogate.json()["status"] == "form field client_order_id is not valid Unicode text"
 
 
 def test_forty_password_guessers_neither_slow_a_logged_in_client_nor_cause_500s(server):

@@ -156,6 +156,11 @@ async def _fields(request: Request) -> dict[str, str]:
     for name, value in fields.items():
         if len(value) > FIELD_LIMITS[name]:
             raise Rejected(f"form field {name} is {len(value):,} characters long; at most {FIELD_LIMITS[name]} are accepted", http_status=400)
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate from a JSON "\ud800" escape: no database can store it
+                raise Rejected(f"form field {name} is not valid Unicode text", http_status=400) from None
     return fields
 
 
