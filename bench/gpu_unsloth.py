@@ -49,6 +49,7 @@ def main() -> int:
     from stockllm.config import TrainConfig
     from stockllm.dataset import DatasetSpec, build_dataset
     from stockllm.llm.forecaster import LLMForecaster
+    from stockllm.llm.generation import TransformersGenerator
     from stockllm.llm.backends import LoraSettings, add_lora, load_base
     from stockllm.llm.training import train_lora
 
@@ -67,7 +68,6 @@ def main() -> int:
             torch.cuda.synchronize()
             result = train_lora(loaded, splits, config, eval_limit=32, say=lambda line, b=backend: print(f"  [{b}] {line}", flush=True))
             torch.cuda.synchronize()
-            loaded.info = {"dataset": spec.to_dict()}
             if backend == "unsloth":
                 from unsloth import FastLanguageModel
 
@@ -76,7 +76,8 @@ def main() -> int:
                 loaded.model.eval()
             history = store.read_prices(scratch / "data", args.code)
             try:
-                forecast = LLMForecaster(loaded, data_dir=scratch / "data").predict(history, 5, code=args.code)
+                forecaster = LLMForecaster(TransformersGenerator(loaded), {"dataset": spec.to_dict()}, data_dir=scratch / "data")
+                forecast = forecaster.predict(history, 5, code=args.code)
                 outcome = f"forecast closes {', '.join(f'{v:g}' for v in forecast.frame['close'])} (valid: {forecast.info['valid']})"
             except Exception as exc:  # reported, the comparison goes on
                 outcome = f"no forecast: {exc}"
