@@ -16,7 +16,9 @@ quant benchmarks report (Microsoft Qlib on CSI300: IC 0.03–0.05, Rank IC 0.04�
   board lots at marketable limits (:mod:`stockllm.trading.strategy`, sized by the cash the exchange would
   reserve at limit-up, split equally over the day's buys), fill at the next trading day's open with the
   exchange's fee and tax (:mod:`stockllm.trading.rules`), and do not fill when the company does not trade
-  that day or opens locked at its limit (a buy at limit-up, a sell at limit-down). Marked at each close;
+  that day, opens locked at its limit (a buy at limit-up, a sell at limit-down) or when one board lot costs
+  more than its share of the cash (counted as ``unfilled_orders``). The signal of an ``h``-day window is its
+  ``h``-day predicted return, and the portfolio is still rebalanced every day, as Qlib does. Marked at each close;
   the last day's value is net of selling everything (fee and tax), as in :mod:`stockllm.trading.backtest`.
   Benchmark: the equal-weight portfolio of the forecast universe, close to close, rebalanced daily,
   without costs. Reported: annualised return and excess return (mean daily × 252), information ratio
@@ -236,8 +238,10 @@ def topk_backtest(points: pd.DataFrame, prices: Mapping[str, pd.DataFrame], mode
                 unfilled += 1
                 continue
             lots = lots_for_budget(limit, min(budget, book.cash))
-            if lots:
-                fills.append(book.execute(rules.BUY, code, lots, rules.parse_price(float(bar["open"])), decided, day))
+            if not lots:  # one board lot costs more than the name's share of the cash
+                unfilled += 1
+                continue
+            fills.append(book.execute(rules.BUY, code, lots, rules.parse_price(float(bar["open"])), decided, day))
         curve[day] = book.value(universe, day)
         held = [code for code, position in book.positions.items() if position.lots]
         scores = by_origin.get(day)
