@@ -168,3 +168,14 @@ def test_time_budgets_read_like_people_write_them(text, seconds):
 def test_a_time_budget_that_is_not_a_positive_duration_is_refused(text):
     with pytest.raises(StockLLMError, match="--time-budget"):
         parse_duration(text)
+
+
+def test_resume_refuses_a_run_trained_on_other_data(tmp_path):
+    from stockllm.llm.training import check_resume_dataset
+
+    run = {"base_model": "m", "dataset": {"windows": [[1, 1]]}, "companies": ["2330"], "data_range": {"train": {"last": "2025-08-29"}}}
+    check_resume_dataset(tmp_path, run, resume=False)  # a fresh run records what it trains on
+    check_resume_dataset(tmp_path, run, resume=True)  # the same options resume
+    other = {**run, "data_range": {"train": {"last": "2025-10-31"}}}
+    with pytest.raises(StockLLMError, match="trained on another data_range"):
+        check_resume_dataset(tmp_path, other, resume=True)

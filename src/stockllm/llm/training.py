@@ -14,6 +14,7 @@ validation split — is the stock trainer.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import shutil
@@ -422,6 +423,27 @@ def save_model_dir(loaded: LoadedModel, model_dir: Path | str, info: dict, domai
 
 # --- the whole fine-tune: dataset → model → train → model dir -------------------------------------------
 
+RUN_RECORD = "stockllm_run.json"
+
+
+def check_resume_dataset(output_dir: Path, record: dict, resume: bool) -> None:
+    """Record what a run in ``output_dir`` trains on; ``--resume`` must continue on exactly that.
+
+    Checkpoints hold weights, not the data they saw: resuming with other windows, fields, companies or split
+    dates would save a model dir that claims a data range its weights were not trained on (and evaluation
+    trusts that range to keep the model off the days it learned from).
+    """
+    path = output_dir / RUN_RECORD
+    if resume and path.exists():
+        before = store.read_json(path, dict, "delete it to resume anyway")
+        changed = sorted(key for key in record if json.loads(json.dumps(record[key], default=str)) != before.get(key))
+        if changed:
+            raise StockLLMError(f"--resume continues a run in {output_dir} trained on another {', '.join(changed)}; "
+                                "use the same options as that run, or train without --resume (or in another --output-dir)")
+        return
+    store.atomic_write_json(path, record)
+
+
 def fine_tune(data_dir: Path | str, companies: list, spec: Any, config: Any, *, resume: bool = False, backend: str = "auto",
               eval_limit: int | None = None, say: Callable[[str], None] = print) -> dict:
     """Build the dataset of ``spec``, LoRA fine-tune ``config.model_name`` on it and save ``config.model_dir``.
@@ -442,6 +464,8 @@ def fine_tune(data_dir: Path | str, companies: list, spec: Any, config: Any, *, 
     for note in built.metadata["notes"]:
         if "--max-seq-length" in note:
             say(note)
+    check_resume_dataset(Path(config.output_dir), {"base_model": config.model_name, "dataset": spec.to_dict(),
+                                                   "companies": built.metadata["companies"], "data_range": built.metadata["date_ranges"]}, resume)
     say(f"loading {config.model_name}")
     loaded = add_lora(load_base(config.model_name, max_seq_length=config.max_seq_length, load_in_4bit=config.load_in_4bit,
                                 load_in_8bit=config.load_in_8bit, backend=backend), LoraSettings.from_config(config))
