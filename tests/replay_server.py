@@ -13,6 +13,9 @@ What it answers:
   rows get TWSE's real no-data reply.
 * ``/www/zh-tw/afterTrading/tradingStock`` (TPEx): the real 6488 2026-08 sample; any other code/month gets
   that sample's shape with no rows (no real empty TPEx reply was recorded).
+* ``/rwd/zh/afterTrading/MI_INDEX`` (TWSE, whole market) and ``/www/zh-tw/afterTrading/dailyQuotes`` (TPEx):
+  the real 2023-01-30 replies; any other day gets TWSE's real no-data reply (the ``rwd`` endpoints share it)
+  and TPEx's real empty reply of a holiday (2023-01-01) with that day's date.
 * ``/v2/everything`` (newsapi): real error bodies for a missing (``apiKeyMissing``) or ``bad`` key
   (``apiKeyInvalid``); otherwise real page ``everything_1.json`` for ``language=zh`` and
   ``everything_2.json`` for ``language=en``.
@@ -42,6 +45,8 @@ NEWSAPI = FIXTURES / "newsapi"
 TWSE_PATH = "/rwd/zh/afterTrading/STOCK_DAY"
 TPEX_PATH = "/www/zh-tw/afterTrading/tradingStock"
 NEWS_PATH = "/v2/everything"
+MI_INDEX_PATH = "/rwd/zh/afterTrading/MI_INDEX"
+DAILY_QUOTES_PATH = "/www/zh-tw/afterTrading/dailyQuotes"
 
 
 def load(path: Path) -> dict:
@@ -104,7 +109,22 @@ def exchange_reply(path: str, params: dict[str, str]) -> tuple[int, dict]:
         code, (year, month, _) = params["code"], params["date"].split("/")
         sample = EXCHANGE / f"tpex_tradingStock_{code}_{year}{month}01.json"
         return 200, load(sample) if sample.exists() else tpex_empty_reply(code, int(year), int(month))
+    if path == MI_INDEX_PATH:
+        sample = EXCHANGE / f"twse_rwd_MI_INDEX_{params['type']}_{params['date']}.json"
+        return 200, load(sample if sample.exists() else EXCHANGE / "twse_rwd_STOCK_DAY_nodata.json")
+    if path == DAILY_QUOTES_PATH:
+        day = params["date"].replace("/", "")
+        sample = EXCHANGE / f"tpex_dailyQuotes_{day}.json"
+        return 200, load(sample) if sample.exists() else tpex_no_quotes(day)
     return 404, {"stat": "not found"}
+
+
+def tpex_no_quotes(day: str) -> dict:
+    """TPEx's real empty daily-quotes reply (a holiday), dated ``day`` (YYYYMMDD)."""
+    reply = load(EXCHANGE / "tpex_dailyQuotes_nodata_20230101.json")
+    reply["date"] = day
+    reply["tables"][0]["date"] = f"{int(day[:4]) - 1911}/{day[4:6]}/{day[6:]}"
+    return reply
 
 
 def newsapi_reply(params: dict[str, str], headers: dict[str, str]) -> tuple[int, dict]:

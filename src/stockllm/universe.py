@@ -63,6 +63,11 @@ def _listed() -> dict[str, Company]:
     return listed
 
 
+def listed_companies(market: str | None = None) -> list[Company]:
+    """Every listed common stock twstock knows (of ``market``, ``"TWSE"`` or ``"TPEx"``, when given), by code."""
+    return [company for _, company in sorted(_listed().items()) if market is None or company.market == market]
+
+
 def default_universe() -> list[Company]:
     """The write-up's 41 listed companies (33 TWSE, 8 TPEx), in the seed's order."""
     return [resolve_code(entry["code"]) for entry in _seed()]

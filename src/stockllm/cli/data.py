@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from datetime import date
 
 from .. import store
 from ..config import TrainConfig
+from ..errors import StockLLMError
 from ..universe import Company, select_companies
 from .common import add_codes_arg, add_data_args, add_settings_args, info, print_json
 
@@ -33,6 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_codes_arg(fetch)
     fetch.add_argument("--offline", action="store_true", help="install the bundled real-price snapshot; no network")
     fetch.add_argument("--news", action="store_true", help="also fetch company news from newsapi (key in NEWSAPI_KEY)")
+    whole = fetch.add_argument_group("whole market (one request per market per trading day instead of per company-month)")
+    whole.add_argument("--market", choices=["all", "TWSE", "TPEx"], help="fetch the exchanges' daily all-stock reports from --start to --end and "
+                       "store every listed common stock (or only --codes); `all` = TWSE and TPEx")
+    whole.add_argument("--start", help="first day of --market, YYYY-MM-DD")
+    whole.add_argument("--end", help="last day of --market, YYYY-MM-DD (default: today)")
+    whole.add_argument("--refresh", action="store_true", help="with --market: ask again for days already cached")
     fetch.set_defaults(func=run_fetch)
 
 
@@ -77,7 +85,9 @@ def install_offline(data_dir: str, companies: list[Company], reason: str = "--of
 
 def run_fetch(args: argparse.Namespace) -> int:
     companies = select_companies(args.company_list_file, args.codes, args.data_dir)
-    if args.offline:
+    if args.market:
+        fetch_market_online(args)
+    elif args.offline:
         install_offline(args.data_dir, companies)
     else:
         fetch_online(args.data_dir, companies, args.year, args.month)
@@ -89,6 +99,30 @@ def run_fetch(args: argparse.Namespace) -> int:
             info(note)
         info(f"news: {len(report.written)} companies, {report.articles} articles stored in {args.data_dir}/news ({report.requests} requests to newsapi)")
     return 0
+
+
+def fetch_market_online(args: argparse.Namespace) -> None:
+    """``fetch --market``: whole-market daily reports split into the per-company store."""
+    from ..sources.market_daily import fetch_market
+
+    if not args.start:
+        raise StockLLMError("--market needs --start YYYY-MM-DD (the first trading day to fetch)")
+    start, end = _day(args.start, "--start"), _day(args.end, "--end") if args.end else None
+    companies = select_companies(None, args.codes, args.data_dir) if args.codes else None
+    markets = ("TWSE", "TPEx") if args.market == "all" else (args.market,)
+    report = fetch_market(args.data_dir, start, end, markets=markets, companies=companies, refresh=args.refresh)
+    for line in report.summary_lines(args.data_dir):
+        info(line)
+    if not report.written:
+        raise StockLLMError(f"no prices stored: {'; '.join(report.unreachable_reasons.values()) or 'the exchanges answered no rows'}; "
+                            "re-run later or use `stockllm fetch --offline`")
+
+
+def _day(text: str, flag: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise StockLLMError(f"{flag} {text!r} is not a date; write YYYY-MM-DD, e.g. {flag} 2024-12-02") from None
 
 
 def fetch_online(data_dir: str, companies: list[Company], year: int, month: int) -> None:
