@@ -60,10 +60,12 @@ def requests(data_dir: Path, codes: list[str]) -> list[ForecastRequest]:
     return [ForecastRequest(store.read_prices(data_dir, code).dropna(subset=["close"]), 5, code, past=5) for code in codes]
 
 
-def forecast_rate(forecaster, batch: list[ForecastRequest]) -> tuple[float, list]:
+def forecast_rate(forecaster, batch: list[ForecastRequest]) -> tuple[float, list[str]]:
+    """(forecasts/s, the greedy answer text of each request — parsed or not)."""
     began = time.perf_counter()
     results = forecaster.predict_batch(batch)
-    return len(batch) / (time.perf_counter() - began), results
+    rate = len(batch) / (time.perf_counter() - began)
+    return rate, [r.attempts[0]["text"] if isinstance(r, Exception) and hasattr(r, "attempts") else getattr(r, "raw_text", "") for r in results]
 
 
 def main() -> None:
@@ -102,15 +104,14 @@ def main() -> None:
         rate_a, answers_a = forecast_rate(full, everything[: args.one_by_one])
         domain = set(load_domain(info_dir) or [])
         tokenizer = full.generator.tokenizer
-        written = [t for result in answers_a if not isinstance(result, Exception)
-                   for t in tokenizer(result.raw_text, add_special_tokens=False)["input_ids"]]
+        written = [t for text in answers_a for t in tokenizer(text, add_special_tokens=False)["input_ids"]]
         outside = sum(t not in domain for t in written)
         print(f"forecasting the 41 companies' latest day, 5:5 prompts, greedy, one attempt ({info['base_model']}):")
         print(f"  (a) one by one, full head ({args.one_by_one} companies)   {rate_a:7.3f} forecasts/s")
         print(f"      greedy tokens outside the domain head's {len(domain)} tokens: {outside} of {len(written)}")
         batched = LLMForecaster(load_generator(info_dir), info, attempts=1)
         rate_b, answers_b = forecast_rate(batched, everything)
-        same_b = sum(a.raw_text == b.raw_text for a, b in zip(answers_a, answers_b) if not isinstance(a, Exception) and not isinstance(b, Exception))
+        same_b = sum(a == b for a, b in zip(answers_a, answers_b))
         print(f"  (b) batched, domain head (41)            {rate_b:7.3f} forecasts/s = {rate_b / rate_a:5.1f}x (a); "
               f"same answer as (a): {same_b}/{len(answers_a)}")
         try:
@@ -119,7 +120,7 @@ def main() -> None:
             print(f"  (c) llama.cpp: not run ({exc})")
             return
         rate_c, answers_c = forecast_rate(llama, everything)
-        same_c = sum(b.raw_text == c.raw_text for b, c in zip(answers_b, answers_c) if not isinstance(b, Exception) and not isinstance(c, Exception))
+        same_c = sum(b == c for b, c in zip(answers_b, answers_c))
         print(f"  (c) llama.cpp (41)                       {rate_c:7.3f} forecasts/s = {rate_c / rate_a:5.1f}x (a); "
               f"same answer as (b): {same_c}/{len(answers_b)}")
 

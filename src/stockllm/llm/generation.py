@@ -67,10 +67,19 @@ def _days_stop(tokenizer: Any, prompt_width: int, days: list[int | None]):
     from transformers import StoppingCriteria
 
     class DaysWritten(StoppingCriteria):
+        """Counts a row's day lines only when its newest token ends a line (re-reading every answer at every
+        step would cost more than the step itself for a small model)."""
+
+        def __init__(self) -> None:
+            self.done = [False] * len(days)
+
         def __call__(self, input_ids, scores, **kwargs):
-            texts = tokenizer.batch_decode(input_ids[:, prompt_width:], skip_special_tokens=True)
-            done = [bool(want) and days_written(text) >= want for text, want in zip(texts, days)]
-            return torch.tensor(done, device=input_ids.device)
+            newest = tokenizer.batch_decode(input_ids[:, -1:], skip_special_tokens=True)
+            for row, (piece, want) in enumerate(zip(newest, days)):
+                if want and not self.done[row] and "\n" in piece:
+                    text = tokenizer.decode(input_ids[row, prompt_width:], skip_special_tokens=True)
+                    self.done[row] = days_written(text) >= want
+            return torch.tensor(self.done, device=input_ids.device)
 
     return DaysWritten()
 
