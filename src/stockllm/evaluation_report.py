@@ -152,7 +152,7 @@ def render_markdown(result: WalkForward, scores: dict, lines: list[str], plots: 
     out += ["## Run time", "", "| model | fit (s) | forecasts | predict (s) | forecasts/s |", "|---|---|---|---|---|"]
     for name, t in result.timings.items():
         rate = t["forecasts"] / t["predict_s"] if t["predict_s"] else math.nan
-        out.append(f"| {name} | {t['fit_s']:.1f} | {int(t['forecasts'])} | {t['predict_s']:.1f} | {_fmt(rate, 0)} |")
+        out.append(f"| {name} | {t['fit_s']:.1f} | {int(t['forecasts'])} | {t['predict_s']:.1f} | {_fmt(rate, 0 if rate >= 10 else 2)} |")
     out.append("")
     if plots:
         out += ["## Plots", ""] + [f"![{kind}]({path.name})" for kind, path in plots.items()] + [""]
