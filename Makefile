@@ -10,6 +10,10 @@ $(STAMP): pyproject.toml
 	@fc-list 2>/dev/null | grep -qi 'wqy\|noto sans cjk' || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  (apt-get install -y -qq fonts-wqy-microhei >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq fonts-wqy-microhei >/dev/null)) ; } || \
 	  echo "note: no CJK font installed; charts will label companies by code" >&2
+	@# Debian's chromium for the web app's browser tests (Playwright drives it; no browser download). Best effort like the font.
+	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)) ; } || \
+	  echo "note: no /usr/bin/chromium; the browser tests will be skipped (apt-get install chromium)" >&2
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'

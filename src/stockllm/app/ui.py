@@ -1,0 +1,88 @@
+"""The Gradio page: one tab per module, wired to an :class:`~.common.AppContext`, and how it is served."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from . import backtest_tab, data_tab, evaluation_tab, forecast_tab, trading_tab
+from ..errors import StockLLMError
+from .common import AppContext
+from .page import CSS
+
+TITLE = "stockllm — Taiwan stock forecasts"
+
+
+def build_app(data_dir: Path | str = "data", model_dir: Path | str | None = "outputs/model", *, outputs: Path | str = "outputs",
+              exchange_url: str | None = None, exchange_db: Path | str = "exchange.sqlite"):
+    """The Blocks UI over ``data_dir`` (filled from the bundled snapshot when empty); ``ui.stockllm`` holds its context."""
+    import gradio as gr
+
+    ctx = AppContext(Path(data_dir), Path(model_dir) if model_dir else None, Path(outputs), exchange_url, Path(exchange_db))
+    with gr.Blocks(title="stockllm", delete_cache=(3600, 3600)) as ui:
+        gr.Markdown(f"# {TITLE}\nCompare forecasts by a fine-tuned LLM and baselines with what really happened, "
+                    "backtest them with Taiwan's fees and tax, and trade on the exchange.")
+        with gr.Tab("Forecast", id="forecast"):
+            forecast_tab.build(ctx)
+        with gr.Tab("Evaluation", id="evaluation"):
+            load_reports, report_view = evaluation_tab.build(ctx)
+        with gr.Tab("Backtest", id="backtest"):
+            backtest_tab.build(ctx)
+        with gr.Tab("Trading", id="trading"):
+            trading_tab.build(ctx)
+        with gr.Tab("Data", id="data"):
+            load_data, data_view = data_tab.build(ctx)
+        ui.load(load_reports, None, report_view, show_progress="hidden")
+        ui.load(load_data, None, data_view, show_progress="hidden")
+    ui.queue(default_concurrency_limit=4)
+    ui.stockllm = ctx
+    return ui
+
+
+def asgi(ui):
+    """The page as an ASGI app (``ui`` mounted on FastAPI with the app's CSS, files under ``outputs`` downloadable)."""
+    import gradio as gr
+    from fastapi import FastAPI
+
+    return gr.mount_gradio_app(FastAPI(), ui, path="", css=CSS, footer_links=[], show_error=False,
+                               allowed_paths=[str(ui.stockllm.outputs.resolve())])
+
+
+def serve(ui, host: str = "127.0.0.1", port: int = 7860) -> None:
+    """Serve ``ui`` until interrupted (``stockllm app``)."""
+    import uvicorn
+
+    uvicorn.run(asgi(ui), host=host, port=port, log_level="warning")
+
+
+class Background:
+    """``ui`` served from a thread on a free port (tests, screenshots): ``with Background(ui) as url: ...``."""
+
+    def __init__(self, ui, host: str = "127.0.0.1"):
+        import uvicorn
+
+        self.ui = ui
+        self.server = uvicorn.Server(uvicorn.Config(asgi(ui), host=host, port=0, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True, name="stockllm-app")
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise StockLLMError("the web app's server thread did not start")
+            time.sleep(0.05)
+        host, port = self.server.servers[0].sockets[0].getsockname()[:2]
+        return f"http://{host}:{port}/"
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        close(self.ui)
+
+
+def close(ui) -> None:
+    """End ``ui``'s worker processes and the local exchange it started."""
+    ui.stockllm.pool.close()
+    trading_tab.stop_exchange(ui.stockllm)
