@@ -35,7 +35,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -47,6 +47,9 @@ from .forecasters.registry import refuse_if_trained_on
 from .market import next_trading_days
 from .universe import Company
 from .validation import forecast_problems
+
+if TYPE_CHECKING:
+    from .engines import Engine
 
 DEFAULT_TEST_FRAC = 0.1
 """Share of stored trading days held out when no ``start`` is given (the dataset's default ``--test-frac``)."""
@@ -190,8 +193,9 @@ def make_period(prices: Mapping[str, pd.DataFrame], start: str | None, gap: int,
 def walk_forward(prices: Mapping[str, pd.DataFrame], models: Mapping[str, Forecaster], windows: list[Window],
                  start: str | None = None, test_frac: float = DEFAULT_TEST_FRAC,
                  progress: Callable[[str], None] | None = None, skipped: list[Skip] | None = None,
-                 stride: int = 1) -> WalkForward:
-    """Fit every model, then run it over every window, company and shared origin of the period (module docstring)."""
+                 stride: int = 1, engine: "Engine | None" = None) -> WalkForward:
+    """Fit every model, then run it over every window, company and shared origin of the period (module docstring);
+    ``engine`` (:mod:`stockllm.engines`) decides where the companies are walked, this process by default."""
     say = progress or (lambda _message: None)
     if BASELINE not in models:
         raise StockLLMError(f"the evaluation needs the {BASELINE} model: every relative MAE and Diebold-Mariano test is relative to it")
@@ -206,9 +210,11 @@ def walk_forward(prices: Mapping[str, pd.DataFrame], models: Mapping[str, Foreca
 
     points: list[tuple] = []
     attempts: list[tuple] = []
-    for number, (code, frame) in enumerate(prices.items(), 1):
-        say(f"  {code} ({number}/{len(prices)})")
-        walked = walk_company(code, frame, models, ready, period)
+    if engine is None:
+        from .engines import LocalEngine
+
+        engine = LocalEngine()
+    for walked in engine.walk(prices, models, ready, period, say):
         points.extend(walked.points)
         attempts.extend(walked.attempts)
         skipped.extend(walked.skipped)
@@ -497,7 +503,7 @@ def verdicts(scores: dict) -> list[str]:
 
 def run_evaluation(data_dir: Path, companies: list[Company], windows: list[Window], specs: list[str],
                    start: str | None = None, progress: Callable[[str], None] | None = None,
-                   stride: int = 1, backend: str = "auto") -> tuple[WalkForward, dict]:
+                   stride: int = 1, backend: str = "auto", engine: "Engine | None" = None) -> tuple[WalkForward, dict]:
     """Load prices, build the named models (the random walk is always added; an LLM reads its news context from
     ``data_dir``), walk forward and score."""
     from .forecasters.registry import make_forecaster
@@ -508,5 +514,5 @@ def run_evaluation(data_dir: Path, companies: list[Company], windows: list[Windo
         say(f"adding {BASELINE}: every relative metric is measured against it")
     prices, skipped = load_prices(Path(data_dir), companies)
     models = {spec: make_forecaster(spec, data_dir=Path(data_dir), backend=backend) for spec in specs}
-    result = walk_forward(prices, models, windows, start=start, progress=say, skipped=skipped, stride=stride)
+    result = walk_forward(prices, models, windows, start=start, progress=say, skipped=skipped, stride=stride, engine=engine)
     return result, score(result)

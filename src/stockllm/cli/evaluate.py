@@ -26,11 +26,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--start", default=None, help="first day of the evaluation period, YYYY-MM-DD; models learn only from days before it minus the longest horizon (default: the last 10%% of stored trading days)")
     evaluate.add_argument("--stride", type=int, default=1, help="forecast from every N-th trading day of the period, the same dates for every company and model; e.g. 5 for non-overlapping 5-day forecasts (default: 1, every day)")
     add_backend_arg(evaluate)
+    evaluate.add_argument("--engine", choices=["local", "ray"], default="local", help="where the companies are walked: this process, "
+                          "or Ray tasks per company × model × window, same results (needs the [scale] extra) (default: local)")
+    evaluate.add_argument("--address", default=None, help="with --engine ray: the Ray cluster to join, e.g. auto or ray://HOST:10001 (default: start a local Ray on this machine's cores)")
     evaluate.add_argument("--report", default="outputs/evaluation", help="report folder (default: outputs/evaluation)")
     evaluate.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..engines import make_engine
     from ..evaluate import parse_windows, run_evaluation
     from ..evaluation_report import write_report
     from ..forecasters.registry import parse_model_list
@@ -39,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
     windows = parse_windows(args.windows)
     specs = parse_model_list(args.models)
     companies = select_companies(args.company_list_file, args.codes, args.data_dir)
-    result, scores = run_evaluation(Path(args.data_dir), companies, windows, specs, args.start, progress=info, stride=args.stride, backend=args.backend)
+    engine = make_engine(args.engine, args.address)
+    result, scores = run_evaluation(Path(args.data_dir), companies, windows, specs, args.start, progress=info, stride=args.stride,
+                                    backend=args.backend, engine=engine)
     command = "stockllm " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else ""
     paths = write_report(result, scores, Path(args.report), command)
     for line in (paths["report"], paths["metrics"]):
