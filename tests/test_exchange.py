@@ -294,9 +294,9 @@ def _serve(db: Path, data: Path, port: int) -> subprocess.Popen:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            requests.get(f"http://127.0.0.1:{port}/stock/api/v1/status", timeout=1)
+            requests.get(f"http://127.0.0.1:{port}/stock/api/v1/status", timeout=5)
             return process
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or still starting on a busy machine
             assert process.poll() is None, process.stderr.read().decode()
             time.sleep(0.1)
     process.kill()

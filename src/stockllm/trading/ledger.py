@@ -321,11 +321,16 @@ class Ledger:
     def remembers(self, account: str, password: str) -> bool:
         """Whether ``password`` was already verified for ``account`` by this process (microseconds, no scrypt).
 
+        Cheap enough for the server's event loop: a wrong password is told in memory, a right one with one
+        indexed read.
+
         The server lets such requests through even while failed logins are throttled, so a client that
         logged in before an attack keeps trading during it.
         """
         cached = self._auth_cache.get(account)
-        return bool(cached and password and cached[0] == self._stored_hash(account) and hmac.compare_digest(cached[1], self._tag(password)))
+        if not (cached and password and hmac.compare_digest(cached[1], self._tag(password))):
+            return False  # decided in memory: a guess costs no database query
+        return cached[0] == self._stored_hash(account)  # the account still has the hash that was verified
 
     def authenticate(self, account: str, password: str) -> None:
         """Raise :class:`Rejected` with one message for an unknown account or a wrong password.

@@ -43,8 +43,11 @@ FIELD_LIMITS = {"account": 64, "password": 256, "stock_code": 16, "stock_shares"
 """Longest value accepted per form field (characters); other fields are ignored."""
 MAX_BODY = 16 * 1024
 """Largest request body in bytes: a real order is under 200."""
-TARPIT_SECONDS = 1.0
+TARPIT_SECONDS = 3.0
 """A throttled login waits this long (without holding a thread) before its refusal: it slows guessers down."""
+CONCURRENT_CHECKS = 2
+"""Password checks (scrypt, ~100 ms of CPU each) running at once; more wait their turn, so guessing from
+many addresses cannot take every core from the requests of clients already logged in."""
 log = logging.getLogger("stockllm.exchange")
 
 
@@ -178,6 +181,7 @@ def create_app(ledger: Ledger, logins: FailedLogins | None = None) -> FastAPI:
     app = FastAPI(title="stockllm local exchange", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(BodyLimit)
     logins = logins or FailedLogins()
+    checks = asyncio.Semaphore(CONCURRENT_CHECKS)
 
     @app.exception_handler(Rejected)
     @app.exception_handler(StockLLMError)
@@ -209,18 +213,20 @@ def create_app(ledger: Ledger, logins: FailedLogins | None = None) -> FastAPI:
     async def login(request: Request, fields: dict[str, str]) -> None:
         """Check the password first, throttled, so the ledger's own check is the cached one."""
         account, password = fields["account"], fields["password"]
-        if await run_in_threadpool(ledger.remembers, account, password):
+        if ledger.remembers(account, password):
             return
         address = request.client.host if request.client else "unknown"
-        wait = logins.retry_after(account, address)
+        wait = logins.start(account, address)
         if wait:
             await asyncio.sleep(min(wait, TARPIT_SECONDS))
             raise Throttled(wait)
+        ok = False
         try:
-            await run_in_threadpool(ledger.authenticate, account, password)
-        except Rejected:
-            logins.failed(account, address)
-            raise
+            async with checks:
+                await run_in_threadpool(ledger.authenticate, account, password)
+            ok = True
+        finally:
+            logins.ended(account, address, ok)
 
     @app.post(PREFIX + "/get_user_stocks")
     async def get_user_stocks(request: Request) -> dict:
