@@ -106,6 +106,15 @@ BAD_INPUTS = [
     ("predict --data-dir {root}/data --past 0", "--past"),
     ("predict --data-dir {root}/data --as-of 2025/03/03", "not a date"),
     ("predict --data-dir {root}/data --chart {root}/a_folder", "is a folder"),
+    # evaluate
+    ("evaluate --data-dir {root}/data --codes 2330 --models random_walk --report {root}/a_file.txt", "is a file"),
+    ("evaluate --data-dir {root}/data --codes 2330 --stride 0", "--stride"),
+    ("evaluate --data-dir {root}/data --codes 2330 --start garbage", "not a date"),
+    # app and demo
+    ("app --port 99999", "--port"),
+    ("demo --steps 0", "--steps"),
+    ("demo --learning-rate -1", "--learning-rate"),
+    ("demo --out-dir {root}/a_file.txt", "is a file"),
     # backtest
     ("backtest --data-dir {root}/data --codes 2330 --start 2025/03/01 --end 2025-04-01", "not a date YYYY-MM-DD"),
     ("backtest --data-dir {root}/data --codes 2330 --start 2025-02-30 --end 2025-04-01", "not a calendar date"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_data_args, info
+from .common import add_data_args, info, port
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     app.add_argument("--exchange-url", default=None, help="stock_api base URL to trade on (default: $STOCK_API_URL, else the bundled local exchange)")
     app.add_argument("--exchange-db", default="exchange.sqlite", help="database of the bundled local exchange (default: exchange.sqlite)")
     app.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
-    app.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    app.add_argument("--port", type=port, default=7860, help="port (default: 7860)")
     app.set_defaults(func=run_app)
 
 

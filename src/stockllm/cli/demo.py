@@ -15,7 +15,7 @@ from pathlib import Path
 from .. import store
 from ..config import DEFAULT_MODEL, TrainConfig
 from ..universe import default_universe, resolve
-from .common import add_data_args, info
+from .common import add_data_args, info, output_folder, positive_float, positive_int
 from .data import install_offline
 
 DEMO_CODES = ["2330", "2317", "9921"]
@@ -24,11 +24,11 @@ DEMO_CODES = ["2330", "2317", "9921"]
 def register(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="run the main job offline on the bundled data (what `make demo` runs)")
     add_data_args(demo, only=["data_dir"])
-    demo.add_argument("--out-dir", default="outputs/demo", help="model dir, checkpoints, charts and summary.json (default: outputs/demo)")
+    demo.add_argument("--out-dir", type=output_folder, default="outputs/demo", help="model dir, checkpoints, charts and summary.json (default: outputs/demo)")
     demo.add_argument("--model-name", default=DEFAULT_MODEL, help=f"base model (default: {DEFAULT_MODEL}, offline)")
-    demo.add_argument("--steps", type=int, default=12, help="LoRA training steps (default: 12, about 5 minutes on 2 CPU cores)")
-    demo.add_argument("--batch-size", type=int, default=2, help="examples per step (default: 2)")
-    demo.add_argument("--learning-rate", type=float, default=5e-4, help="peak learning rate (default: 5e-4, higher than the write-up's 2e-4 for so few steps)")
+    demo.add_argument("--steps", type=positive_int, default=12, help="LoRA training steps (default: 12, about 5 minutes on 2 CPU cores)")
+    demo.add_argument("--batch-size", type=positive_int, default=2, help="examples per step (default: 2)")
+    demo.add_argument("--learning-rate", type=positive_float, default=5e-4, help="peak learning rate (default: 5e-4, higher than the write-up's 2e-4 for so few steps)")
     demo.add_argument("--windows", default="2:2", help="past:future windows of the demo dataset (default: 2:2; long windows are slow on CPU)")
     demo.add_argument("--forecast", nargs="+", default=DEMO_CODES, metavar="CODE", help=f"companies to forecast (default: {' '.join(DEMO_CODES)})")
     demo.set_defaults(func=run_demo)

@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .common import add_backend_arg, add_codes_arg, add_data_args, info
+from .common import add_backend_arg, add_codes_arg, add_data_args, info, output_folder, positive_int
 
 DEFAULT_MODELS = "random_walk,drift,arima,ets,lstm,cnn,bestfour"
 
@@ -24,12 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--models", default=DEFAULT_MODELS,
                           help=f"comma-separated models: random_walk, drift, arima, ets, lstm, cnn, bestfour, llm:DIR (a fine-tuned model dir); random_walk is always added (default: {DEFAULT_MODELS})")
     evaluate.add_argument("--start", default=None, help="first day of the evaluation period, YYYY-MM-DD; models learn only from days before it minus the longest horizon (default: the last 10%% of stored trading days)")
-    evaluate.add_argument("--stride", type=int, default=1, help="forecast from every N-th trading day of the period, the same dates for every company and model; e.g. 5 for non-overlapping 5-day forecasts (default: 1, every day)")
+    evaluate.add_argument("--stride", type=positive_int, default=1, help="forecast from every N-th trading day of the period, the same dates for every company and model; e.g. 5 for non-overlapping 5-day forecasts (default: 1, every day)")
     add_backend_arg(evaluate)
     evaluate.add_argument("--engine", choices=["local", "ray"], default="local", help="where the companies are walked: this process, "
                           "or Ray tasks per company × model × window, same results (needs the [scale] extra) (default: local)")
     evaluate.add_argument("--address", default=None, help="with --engine ray: the Ray cluster to join, e.g. auto or ray://HOST:10001 (default: start a local Ray on this machine's cores)")
-    evaluate.add_argument("--report", default="outputs/evaluation", help="report folder (default: outputs/evaluation)")
+    evaluate.add_argument("--report", type=output_folder, default="outputs/evaluation", help="report folder (default: outputs/evaluation)")
     evaluate.set_defaults(func=run)
 
 
