@@ -11,12 +11,12 @@ import argparse
 import sys
 
 from stockllm.cli import run
-from stockllm.cli.common import add_data_args, add_dataset_args, add_train_args
+from stockllm.cli.common import Parser, add_data_args, add_dataset_args, add_train_args
 from stockllm.cli.model import add_predict_args
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Stock price prediction with an LLM fine-tuned with LoRA (the write-up's main.py).")
+    parser = Parser(description="Stock price prediction with an LLM fine-tuned with LoRA (the write-up's main.py).")
     parser.add_argument("--train", type=int, choices=[0, 1], default=1, help="1: train, 0: inference (default: 1)")
     add_data_args(parser)
     add_train_args(parser)
