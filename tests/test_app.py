@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import warnings
 from datetime import date
 
 import httpx
@@ -115,6 +116,29 @@ def test_a_worker_keeps_its_model_loaded_between_calls_and_cancel_ends_it():
         assert time.monotonic() - began < 5 and worker._process is None
     finally:
         worker.stop()
+
+
+def test_a_job_keeps_a_worker_from_fit_to_last_forecast_so_no_other_job_refits_it_between():
+    worker, first, second = WorkerForecaster("arima"), CancelToken(), CancelToken()
+    worker.lease(first)
+    worker.lease(first)  # the same job again: already its own
+    waited: list[str] = []
+    other = threading.Thread(target=worker.lease, args=(second, waited.append))
+    other.start()
+    other.join(timeout=0.5)
+    assert other.is_alive() and waited == ["arima is busy with another job; waiting"]
+    first.finish()
+    other.join(timeout=5)
+    assert not other.is_alive()
+    with pytest.raises(Cancelled):  # a job cancelled while it waits for the worker stops waiting
+        worker.lease(_cancelled())
+    second.finish()
+
+
+def _cancelled() -> CancelToken:
+    token = CancelToken()
+    token.cancel()
+    return token
 
 
 def test_a_job_reports_progress_then_its_result_and_every_error_in_words():
@@ -245,13 +269,22 @@ def test_a_refresh_fetches_through_the_throttled_client_company_by_company(ctx, 
 
 # --- the page -------------------------------------------------------------------------------------------------
 
-def test_the_ui_serves_its_page_on_loopback_and_leaves_no_temp_folder(snapshot_data_dir, tmp_path):
-    import tempfile
-    from pathlib import Path
-
-    before = set(Path(tempfile.gettempdir()).glob("stockllm-*"))
-    ui = build_app(snapshot_data_dir, None, outputs=tmp_path / "outputs", exchange_db=tmp_path / "x.sqlite")
+def test_the_ui_serves_its_page_on_loopback(snapshot_data_dir, tmp_path):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ui = build_app(snapshot_data_dir, None, outputs=tmp_path / "outputs", exchange_db=tmp_path / "x.sqlite")
+    assert not [w for w in caught if "arguments for function" in str(w.message)], "every handler gets the inputs it declares"
     with Background(ui) as url:
         page = httpx.get(url, timeout=30)
         assert page.status_code == 200 and "stockllm" in page.text and url.startswith("http://127.0.0.1:")
-    assert set(Path(tempfile.gettempdir()).glob("stockllm-*")) == before
+
+
+def test_forecasts_and_backtests_leave_no_temp_folder(ctx, tmp_path, monkeypatch):
+    import tempfile
+
+    private = tmp_path / "tmp"
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
+    forecast_tab.compare(ctx, find_company("2330", ctx.companies()), ["drift"], date(2026, 5, 4), 5, 40, CancelToken(), Progress())
+    backtest_tab.backtest(ctx, ["2317"], "drift", "2026-04-01", "2026-05-12", 1_000_000, ctx.outputs / "bt", CancelToken(), Progress())
+    assert list(private.iterdir()) == []

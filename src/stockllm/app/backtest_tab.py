@@ -160,7 +160,7 @@ def build(ctx: AppContext) -> None:
                      elem_id="backtest-status")
     explanation = gr.Markdown(elem_id="backtest-why")
     metrics = gr.Dataframe(pd.DataFrame(columns=METRIC_COLUMNS), label="metrics", interactive=False, elem_id="backtest-metrics")
-    chart = gr.Plot(label="equity", elem_id="backtest-chart")
+    chart = gr.Plot(label="equity", show_label=False, elem_id="backtest-chart")
     breakdown = gr.Dataframe(label="per company", interactive=False, elem_id="backtest-companies-table")
     trades = gr.Dataframe(pd.DataFrame(columns=TRADE_COLUMNS), label="trades", interactive=False, elem_id="backtest-trades", max_height=360)
     files = gr.File(label="downloads: metrics.csv, trades.csv, equity.png, backtest.json", file_count="multiple", elem_id="backtest-files")

@@ -77,18 +77,27 @@ def _fmt(value: Any) -> Any:
     return value
 
 
+KEY_COLUMNS = ("mase", "dm p_value", "dm statistic", "mae", "rmse", "mape", "direction accuracy", "coverage80")
+"""The figures a reader looks for first; every other column follows in the report's order."""
+
+
+def _key_columns_first(frame: pd.DataFrame) -> pd.DataFrame:
+    first = [c for c in frame.columns if c == ""] + [c for c in KEY_COLUMNS if c in frame.columns]
+    return frame[first + [c for c in frame.columns if c not in first]]
+
+
 def report_view(folder: Path) -> tuple[str, list[tuple[str, pd.DataFrame]], list[str]]:
     """(summary markdown: settings and verdicts, tables, plot paths) of one report folder."""
     metrics = json.loads((Path(folder) / "metrics.json").read_text("utf-8"))
     settings = metrics.get("settings") or {}
-    lines = [f"**Report** `{folder}` — period {settings.get('start', '?')} → {settings.get('end', '?')}, "
+    lines = [f"**Report** `{Path(folder).name}` — period {settings.get('start', '?')} → {settings.get('end', '?')}, "
              f"models learn from days before {settings.get('fit_end', '?')}; windows {', '.join(settings.get('windows') or [])}; "
              f"{len(settings.get('companies') or [])} companies."]
     if settings.get("command"):
         lines.append(f"Command: `{settings['command']}`")
     lines += [f"- {verdict}" for verdict in metrics.get("verdict") or []]
     found = tables({k: v for k, v in metrics.items() if k not in ("settings", "verdict")})
-    shown = [(title, frame.map(_fmt)) for title, frame in found if len(frame)]
+    shown = [(title, _key_columns_first(frame).map(_fmt)) for title, frame in found if len(frame)]
     plots = sorted(str(p) for p in Path(folder).glob("*.png"))
     return "\n".join(lines), shown, plots
 
@@ -125,7 +134,7 @@ def build(ctx: AppContext):
         reload = gr.Button("Reload", elem_id="evaluation-reload", scale=0, min_width=100)
     summary = gr.Markdown(elem_id="evaluation-summary")
     frames = [gr.Dataframe(visible=False, interactive=False, wrap=False) for _ in range(MAX_TABLES)]
-    gallery = gr.Gallery(label="plots", columns=2, height="auto", elem_id="evaluation-plots")
+    gallery = gr.Gallery(label="plots", columns=2, height=520, object_fit="contain", elem_id="evaluation-plots")
     with gr.Accordion("Run a small evaluation in the background", open=True):
         with gr.Row(equal_height=False):
             picks = gr.Dropdown(labels, value=[l for c, l in zip(companies, labels) if c.code in ("2330", "2317")], multiselect=True,
@@ -157,7 +166,8 @@ def build(ctx: AppContext):
     def refresh(selected: str | None = None):
         folders = [str(p) for p in find_reports(ctx.outputs)]
         chosen = selected if selected in folders else (folders[0] if folders else None)
-        return gr.update(choices=folders, value=chosen), *show(chosen)
+        labels = [(str(Path(f).relative_to(ctx.outputs)), f) for f in folders]
+        return gr.update(choices=labels, value=chosen), *show(chosen)
 
     def on_run(selected: list[str], chosen: list[str], text: str, request: gr.Request):
         view = [reports, summary, *frames, gallery]

@@ -194,7 +194,7 @@ def build(ctx: AppContext) -> None:
         cancel = gr.Button("Cancel", variant="stop", elem_id="forecast-cancel")
     status = gr.HTML(notice("Pick a company and models, then press Forecast."), elem_id="forecast-status")
     headline = gr.Markdown(elem_id="forecast-summary")
-    chart = gr.Plot(label="K-line: history, what actually happened, and each model's forecast", elem_id="forecast-chart")
+    chart = gr.Plot(label="K-line: history, what actually happened, and each model's forecast", show_label=False, elem_id="forecast-chart")
     table = gr.Dataframe(pd.DataFrame(columns=TABLE_COLUMNS[:6]), label="forecast rows", interactive=False, wrap=False,
                          elem_id="forecast-table", max_height=420)
     with gr.Accordion("LLM: validity, attempts, raw answer and prompt", open=False):
@@ -210,7 +210,7 @@ def build(ctx: AppContext) -> None:
             yield error_box(str(exc)), *skip
             return
         def done(result: Comparison) -> tuple:
-            figure = forecast_figure(f"{label(picked)} — forecast from {result.as_of}", result.history, result.actual, result.forecasts)
+            figure = forecast_figure(f"{picked.code} {picked.name_zh} from {result.as_of}", result.history, result.actual, result.forecasts)
             box = (info_box if not result.failures else error_box)(
                 f"{len(result.forecasts)} of {len(chosen)} model(s) forecast {int(days)} day(s)"
                 + (f"; failed: {', '.join(result.failures)} (see below)" if result.failures else ""))

@@ -54,10 +54,19 @@ def describe(exc: BaseException) -> str:
 
 
 class CancelToken:
-    """One job's cancel switch, checked between steps and polled while a worker process computes."""
+    """One job's cancel switch, checked between steps and polled while a worker process computes; what the job
+    holds (a worker's lease) is given back by :meth:`finish`."""
 
     def __init__(self) -> None:
         self.event = threading.Event()
+        self._on_finish: list[Callable[[], None]] = []
+
+    def on_finish(self, release: Callable[[], None]) -> None:
+        self._on_finish.append(release)
+
+    def finish(self) -> None:
+        while self._on_finish:
+            self._on_finish.pop()()
 
     def cancel(self) -> None:
         self.event.set()
@@ -99,6 +108,7 @@ class JobBoard:
         with self._lock:
             if self._jobs.get((session, tab)) is token:
                 del self._jobs[(session, tab)]
+        token.finish()
 
 
 # --- a model in its own process -----------------------------------------------------------------------------
@@ -128,17 +138,30 @@ def _serve(spec: str, conn) -> None:
             conn.send(("error", (describe(exc), list(getattr(exc, "attempts", None) or []))))
 
 
+def _acquire(lock: threading.Lock, cancel: threading.Event | None, on_wait: Callable[[], Any]) -> None:
+    """Take ``lock``, saying so once if it must wait; a cancel while waiting raises :class:`Cancelled`."""
+    if lock.acquire(blocking=False):
+        return
+    on_wait()
+    while not lock.acquire(timeout=POLL_S):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("cancelled")
+
+
 class WorkerForecaster:
     """The :class:`Forecaster` ``spec`` running in a worker process that keeps it loaded between calls.
 
     One request at a time per worker (a second caller waits for the first); ``cancel`` ends the worker while
-    it computes for that caller, and the next request starts a fresh one.
+    it computes for that caller, and the next request starts a fresh one. A job that fits the model and then
+    forecasts with it first takes the worker's :meth:`lease`, so no other job refits it in between.
     """
 
     def __init__(self, spec: str):
         self.spec = spec
         self.name = spec
         self._lock = threading.Lock()
+        self._lease = threading.Lock()
+        self._holder: CancelToken | None = None
         self._process: Any = None
         self._conn: Any = None
 
@@ -159,15 +182,22 @@ class WorkerForecaster:
             self._conn.close()
         self._process = self._conn = None
 
+    def lease(self, token: CancelToken, status: Callable[[str], None] | None = None) -> None:
+        """Reserve the worker for ``token``'s job until the job finishes (waiting while another job holds it)."""
+        if self._holder is token:
+            return
+        _acquire(self._lease, token.event, lambda: status and status(f"{self.spec} is busy with another job; waiting"))
+        self._holder = token
+
+        def release() -> None:
+            self._holder = None
+            self._lease.release()
+
+        token.on_finish(release)
+
     def _call(self, method: str, args: tuple, kwargs: dict, cancel: threading.Event | None,
               status: Callable[[str], None] | None) -> Any:
-        waiting = not self._lock.acquire(blocking=False)
-        if waiting:
-            if status:
-                status(f"{self.spec} is busy with another request; waiting")
-            while not self._lock.acquire(timeout=POLL_S):
-                if cancel is not None and cancel.is_set():
-                    raise Cancelled("cancelled")
+        _acquire(self._lock, cancel, lambda: status and status(f"{self.spec} is busy with another request; waiting"))
         try:
             self._ensure()
             self._conn.send((method, args, kwargs))
@@ -216,7 +246,10 @@ class Tracked:
         self.calls = 0
 
     def _options(self) -> dict:
-        return {"cancel": self.token.event, "status": self.status} if isinstance(self.model, WorkerForecaster) else {}
+        if not isinstance(self.model, WorkerForecaster):
+            return {}
+        self.model.lease(self.token, self.status)
+        return {"cancel": self.token.event, "status": self.status}
 
     def fit(self, histories: Mapping[str, pd.DataFrame]) -> "Tracked":
         self.token.check()

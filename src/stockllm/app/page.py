@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import html
 
+import gradio as gr
+
+from .common import session_of
+from .jobs import run_job
+
 CSS = """
 .stockllm-status { padding: 0.6em 0.9em; border-radius: 6px; border: 1px solid; margin: 0.2em 0; line-height: 1.4; }
 .stockllm-status.note { border-color: rgba(128,128,128,0.4); }
@@ -47,11 +52,6 @@ def status_box(kind: str, text: str) -> str:
 def tab_job(ctx, request, tab: str, work, done, waiting: int):
     """Run ``work(token, progress)`` as this session's job of ``tab``, yielding the tab's outputs: a status box (and
     ``waiting`` untouched outputs) while it runs or when it fails, ``done(result)`` when it finishes."""
-    import gradio as gr
-
-    from .common import session_of
-    from .jobs import run_job
-
     session = session_of(request)
     token = ctx.board.start(session, tab)
     try:
@@ -63,10 +63,6 @@ def tab_job(ctx, request, tab: str, work, done, waiting: int):
 
 def cancel_button(ctx, button, tab: str) -> None:
     """Wire ``button`` to cancel this session's job of ``tab`` (outside the queue, so it acts while the job runs)."""
-    import gradio as gr
-
-    from .common import session_of
-
     def cancel(request: gr.Request) -> None:
         ctx.board.cancel(session_of(request), tab)
 

@@ -21,7 +21,7 @@ from ..trading import rules
 from ..trading.client import OrderResult, StockAPI
 from ..trading.strategy import StrategyConfig, decide
 from .common import AppContext, find_company, label
-from .forecast_tab import model_choices, spec_of
+from .forecast_tab import DEFAULT_COMPANY, model_choices, spec_of
 from .jobs import describe
 from .page import error_box, info_box, notice, tab_job
 
@@ -162,9 +162,11 @@ def build(ctx: AppContext) -> None:
     with gr.Accordion("Place an order", open=True):
         with gr.Row(equal_height=False):
             side = gr.Radio([rules.BUY, rules.SELL], value=rules.BUY, label="side", elem_id="trading-side", min_width=120)
-            code = gr.Dropdown(labels, value=labels[0] if labels else None, allow_custom_value=True, label="company", elem_id="trading-code", min_width=200)
+            first = next((c for c in companies if c.code == DEFAULT_COMPANY), companies[0])
+            code = gr.Dropdown(labels, value=label(first), allow_custom_value=True, label="company", elem_id="trading-code", min_width=200)
             lots = gr.Number(1, precision=0, label="lots (1,000 shares each)", elem_id="trading-lots", min_width=120)
-            price = gr.Number(None, label="limit price (NT$)", elem_id="trading-price", min_width=120)
+            price = gr.Number(float(store.read_prices(ctx.data_dir, first.code)["close"].iloc[-1]), label="limit price (NT$; last close shown)",
+                              elem_id="trading-price", min_width=120)
         place = gr.Button("Place order…", variant="primary", elem_id="trading-place")
         with gr.Group(visible=False) as confirm_box:
             question = gr.Markdown(elem_id="trading-question")

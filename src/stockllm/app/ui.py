@@ -12,6 +12,8 @@ from .common import AppContext
 from .page import CSS
 
 TITLE = "stockllm — Taiwan stock forecasts"
+RELAYOUT = "() => { setTimeout(() => window.dispatchEvent(new Event('resize')), 50); }"
+"""Plotly sizes a chart when drawn; one drawn in a hidden tab is re-fitted to its width when the tab is shown."""
 
 
 def build_app(data_dir: Path | str = "data", model_dir: Path | str | None = "outputs/model", *, outputs: Path | str = "outputs",
@@ -23,16 +25,18 @@ def build_app(data_dir: Path | str = "data", model_dir: Path | str | None = "out
     with gr.Blocks(title="stockllm", delete_cache=(3600, 3600)) as ui:
         gr.Markdown(f"# {TITLE}\nCompare forecasts by a fine-tuned LLM and baselines with what really happened, "
                     "backtest them with Taiwan's fees and tax, and trade on the exchange.")
-        with gr.Tab("Forecast", id="forecast"):
+        with gr.Tab("Forecast", id="forecast") as forecast:
             forecast_tab.build(ctx)
-        with gr.Tab("Evaluation", id="evaluation"):
+        with gr.Tab("Evaluation", id="evaluation") as evaluation:
             load_reports, report_view = evaluation_tab.build(ctx)
-        with gr.Tab("Backtest", id="backtest"):
+        with gr.Tab("Backtest", id="backtest") as backtest:
             backtest_tab.build(ctx)
-        with gr.Tab("Trading", id="trading"):
+        with gr.Tab("Trading", id="trading") as trading:
             trading_tab.build(ctx)
-        with gr.Tab("Data", id="data"):
+        with gr.Tab("Data", id="data") as data:
             load_data, data_view = data_tab.build(ctx)
+        for tab in (forecast, evaluation, backtest, trading, data):
+            tab.select(None, None, None, js=RELAYOUT, queue=False)
         ui.load(load_reports, None, report_view, show_progress="hidden")
         ui.load(load_data, None, data_view, show_progress="hidden")
     ui.queue(default_concurrency_limit=4)
