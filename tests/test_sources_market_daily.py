@@ -13,28 +13,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from replay_server import DAILY_QUOTES_PATH, EXCHANGE, MI_INDEX_PATH, ReplayServer
+from test_sources_prices import clients, server  # noqa: F401  (server: the replay server fixture)
 
 from stockllm import store
 from stockllm.cli import main as stockllm_main
 from stockllm.errors import StockLLMError
-from stockllm.sources.http import HttpClient, Throttle
 from stockllm.sources.market_daily import cache_path, fetch_market
 from stockllm.sources.prices import TAIPEI
 from stockllm.universe import listed_companies, resolve_code
 
 SAMPLE_DAY = date(2023, 1, 30)
 NEXT_MORNING = datetime(2023, 1, 31, 9, 0, tzinfo=TAIPEI)
-
-
-@pytest.fixture
-def server():
-    with ReplayServer() as replay:
-        yield replay
-
-
-def clients(url: str) -> dict[str, HttpClient]:
-    """Exchange clients without throttle waits or backoff sleeps (those are tested in test_sources_http)."""
-    return {m: HttpClient(m, url, Throttle(calls=1, period=0.0, jitter=0.0), sleep=lambda s: None) for m in ("TWSE", "TPEx")}
 
 
 def fetch(server: ReplayServer, data_dir: Path, start: date = SAMPLE_DAY, end: date = SAMPLE_DAY, codes=("2330", "3324"), **options):

@@ -29,7 +29,6 @@ Untraded prices are ``--``/``---`` → empty, as in the monthly replies.
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from dataclasses import dataclass, field
@@ -44,7 +43,7 @@ from .. import market, store
 from ..errors import StockLLMError
 from ..universe import Company, listed_companies
 from .http import HttpClient, SourceUnreachable
-from .prices import PUBLISHED, TAIPEI, TWSE_NO_DATA, _number, default_clients, taipei_now
+from .prices import PUBLISHED, TAIPEI, TWSE_NO_DATA, _number, _read_cache, default_clients, taipei_now
 
 _TAG = re.compile(r"<[^>]*>")
 
@@ -156,15 +155,6 @@ REPORTS = {
 
 def cache_path(data_dir: Path, market_name: str, day: date) -> Path:
     return Path(data_dir) / "cache" / "market" / market_name / f"{day:%Y%m%d}.json"
-
-
-def _read_cache(path: Path) -> dict | None:
-    """A cached day, or None when absent or unreadable (then it is simply fetched again)."""
-    try:
-        entry = json.loads(path.read_text("utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return entry if isinstance(entry, dict) and "reply" in entry else None
 
 
 def _published(day: date) -> datetime:
