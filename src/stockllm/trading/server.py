@@ -220,11 +220,13 @@ def create_app(ledger: Ledger, logins: FailedLogins | None = None) -> FastAPI:
         if wait:
             await asyncio.sleep(min(wait, TARPIT_SECONDS))
             raise Throttled(wait)
-        ok = False
+        ok = True
         try:
             async with checks:
                 await run_in_threadpool(ledger.authenticate, account, password)
-            ok = True
+        except Rejected:
+            ok = False  # only a wrong password counts as a failure, not a busy database
+            raise
         finally:
             logins.ended(account, address, ok)
 
