@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import shutil
 import time
@@ -113,9 +114,12 @@ def answer_loss(model: Any, batch: dict[str, torch.Tensor], num_items: int | tor
     the softmax over the domain tokens only (:func:`stockllm.llm.domain_head.domain_loss`). A batch without
     ``attention_mask`` is a packed one (``position_ids`` mark its sequences).
     """
-    lm = _causal_lm(model)
+    lm = _causal_lm(getattr(model, "module", model))  # under DDP / DeepSpeed the trainer hands us their wrapper
     inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "position_ids") if key in batch}
-    hidden = lm.get_decoder()(**inputs, use_cache=False).last_hidden_state  # no cache: packed rows are detected only without one
+    if hasattr(model, "module"):  # through the wrapper's own forward, or its gradients are never averaged across ranks
+        hidden = model(**inputs, use_cache=False, output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
+    else:
+        hidden = lm.get_decoder()(**inputs, use_cache=False).last_hidden_state  # no cache: packed rows are detected only without one
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE_INDEX
     if domain is not None:
@@ -145,6 +149,8 @@ def _trainer_class():
                 mask = inputs.get("attention_mask")
                 self.tokens_seen += int(mask.sum()) if mask is not None else inputs["input_ids"].numel()
             loss = answer_loss(model, inputs, num_items_in_batch, self.domain)
+            if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+                loss = loss * self.accelerator.num_processes  # the count is over all ranks, DDP averages: as Trainer.compute_loss
             return (loss, {"loss": loss}) if return_outputs else loss
 
     return AnswerOnlySFTTrainer
@@ -501,6 +507,7 @@ def fine_tune(data_dir: Path | str, companies: list, spec: Any, config: Any, *, 
         "stockllm_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    save_model_dir(loaded, config.model_dir, info, result.domain_ids)
-    say(f"saved adapter, tokenizer and {TRAINING_INFO} to {config.model_dir}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under accelerate launch / torchrun every rank trains, one saves
+        save_model_dir(loaded, config.model_dir, info, result.domain_ids)
+        say(f"saved adapter, tokenizer and {TRAINING_INFO} to {config.model_dir}")
     return info
