@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_dataset_args(train)
     add_train_args(train)
     train.add_argument("--resume", action="store_true", help="resume from the last checkpoint in --output-dir")
+    train.add_argument("--backend", choices=["auto", "unsloth", "transformers"], default="auto",
+                       help="training backend: auto (unsloth on a CUDA GPU with the [gpu] extra, else transformers + peft), "
+                            "unsloth, transformers (also under accelerate launch / DeepSpeed) (default: auto)")
     train.set_defaults(func=run_train)
 
     predict = sub.add_parser("predict", help="forecast the next trading days of one company with a fine-tuned model")
@@ -55,7 +58,8 @@ def run_train(args: argparse.Namespace, companies: list | None = None) -> int:
     from ..universe import select_companies
 
     companies = companies or select_companies(args.company_list_file, args.codes, args.data_dir)
-    record = fine_tune(args.data_dir, companies, spec_from_args(args), train_config(args), resume=args.resume, say=info)
+    record = fine_tune(args.data_dir, companies, spec_from_args(args), train_config(args), resume=args.resume,
+                       backend=getattr(args, "backend", "auto"), say=info)
     print(f"trained {record['steps']} steps in {record['seconds']:.0f}s ({record['tokens_per_second']:.0f} tokens/s): "
           f"train loss {_num(record['final_train_loss'])}, validation loss {_num(record['final_val_loss'])}; model dir {args.model_dir}")
     print(f"watch the curves with: tensorboard --logdir={Path(args.output_dir) / 'runs'}")
