@@ -216,8 +216,11 @@ def test_the_evaluate_command_takes_a_stride_and_refuses_a_bad_one(tmp_path, cap
     doc = json.loads((out / "metrics.json").read_text("utf-8"))
     assert doc["settings"]["stride"] == 5
     assert "Every 5th trading day of the period is a forecast origin" in (out / "report.md").read_text("utf-8")
-    assert main(["evaluate", "--data-dir", str(data), "--codes", "2330", "--stride", "0", "--report", str(out)]) == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: --stride 0")
+    with pytest.raises(SystemExit) as refused:  # argparse's checked type: one line, exit 2
+        main(["evaluate", "--data-dir", str(data), "--codes", "2330", "--stride", "0", "--report", str(out)])
+    assert refused.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "--stride" in last
 
 
 # --- 6. the relative MAE is called what it is -------------------------------------------------------------
