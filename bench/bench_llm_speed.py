@@ -18,6 +18,7 @@ It also reports how often (a)'s greedy tokens fall outside the domain head's tok
 restricted head cannot write), and how often (b) and (c) give (a)'s exact answer.
 
     .venv/bin/python bench/bench_llm_speed.py --model-dir outputs/llm/model     # about 15 minutes on 2 cores
+    .venv/bin/python bench/bench_llm_speed.py                                   # training only, about 5 minutes
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def forecast_rate(forecaster, batch: list[ForecastRequest]) -> tuple[float, list
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", required=True, help="a trained model dir (stockllm train)")
+    parser.add_argument("--model-dir", default=None, help="a trained model dir (stockllm train) for the forecasting comparison; "
+                                                          "without it only training is compared")
     parser.add_argument("--model-name", default=DEFAULT_MODEL, help="base model for the training comparison")
     parser.add_argument("--train-examples", type=int, default=48, help="examples each training path runs over (default: 48)")
     parser.add_argument("--one-by-one", type=int, default=3, help="companies forecast one at a time with the full head (default: 3)")
@@ -94,6 +96,8 @@ def main() -> None:
             print(f"  today's path (padded, full head)   {old_s:7.1f} s  {old_tokens / old_s:7.1f} tokens/s")
             print(f"  new path (grouped, domain head)    {new_s:7.1f} s  {new_tokens / new_s:7.1f} tokens/s  = {old_s / new_s:.2f}x")
 
+        if args.model_dir is None:
+            return
         codes = [c.code for c in default_universe()]
         everything = requests(data_dir, codes)
         info_dir = Path(args.model_dir)
@@ -107,12 +111,17 @@ def main() -> None:
         written = [t for text in answers_a for t in tokenizer(text, add_special_tokens=False)["input_ids"]]
         outside = sum(t not in domain for t in written)
         print(f"forecasting the 41 companies' latest day, 5:5 prompts, greedy, one attempt ({info['base_model']}):")
-        print(f"  (a) one by one, full head ({args.one_by_one} companies)   {rate_a:7.3f} forecasts/s")
+        def token_rate(rate: float, texts: list[str]) -> float:
+            """Generated tokens/s: answers differ in length between paths, so forecasts/s alone would mislead."""
+            return rate * sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts) / max(len(texts), 1)
+
+        print(f"  (a) one by one, full head ({args.one_by_one} companies)   {rate_a:7.3f} forecasts/s  {token_rate(rate_a, answers_a):7.1f} tokens/s")
         print(f"      greedy tokens outside the domain head's {len(domain)} tokens: {outside} of {len(written)}")
         batched = LLMForecaster(load_generator(info_dir), info, attempts=1)
         rate_b, answers_b = forecast_rate(batched, everything)
         same_b = sum(a == b for a, b in zip(answers_a, answers_b))
-        print(f"  (b) batched, domain head (41)            {rate_b:7.3f} forecasts/s = {rate_b / rate_a:5.1f}x (a); "
+        print(f"  (b) batched, domain head (41)            {rate_b:7.3f} forecasts/s  {token_rate(rate_b, answers_b):7.1f} tokens/s "
+              f"= {token_rate(rate_b, answers_b) / token_rate(rate_a, answers_a):5.1f}x (a) in tokens/s, {rate_b / rate_a:5.1f}x in forecasts/s; "
               f"same answer as (a): {same_b}/{len(answers_a)}")
         try:
             llama = LLMForecaster(load_generator(info_dir, "llama.cpp"), info, attempts=1)
@@ -121,7 +130,8 @@ def main() -> None:
             return
         rate_c, answers_c = forecast_rate(llama, everything)
         same_c = sum(b == c for b, c in zip(answers_b, answers_c))
-        print(f"  (c) llama.cpp (41)                       {rate_c:7.3f} forecasts/s = {rate_c / rate_a:5.1f}x (a); "
+        print(f"  (c) llama.cpp (41)                       {rate_c:7.3f} forecasts/s  {token_rate(rate_c, answers_c):7.1f} tokens/s "
+              f"= {token_rate(rate_c, answers_c) / token_rate(rate_a, answers_a):5.1f}x (a) in tokens/s, {rate_c / rate_a:5.1f}x in forecasts/s; "
               f"same answer as (b): {same_c}/{len(answers_b)}")
 
 
