@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 	  echo "note: no /usr/bin/chromium; the browser tests will be skipped (apt-get install chromium)" >&2
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	@# llama-cpp-python (dev extra) compiles llama.cpp from its sdist: portable AVX2 code, no multimodal library
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_OPENSSL=OFF" $(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
 .PHONY: install demo test test-fast bench
