@@ -179,3 +179,12 @@ def test_resume_refuses_a_run_trained_on_other_data(tmp_path):
     other = {**run, "data_range": {"train": {"last": "2025-10-31"}}}
     with pytest.raises(StockLLMError, match="trained on another data_range"):
         check_resume_dataset(tmp_path, other, resume=True)
+
+
+def test_the_forecaster_reports_each_attempt_to_a_progress_callback(trained):
+    forecaster = LLMForecaster.from_model_dir(trained["model_dir"], data_dir=trained["data_dir"], attempts=2)
+    said: list[str] = []
+    forecaster.progress = said.append
+    history = store.read_prices(trained["data_dir"], "9921")
+    forecaster.predict_batch([ForecastRequest(history.iloc[:30], 3, "9921", past=5)])
+    assert said[0] == "attempt 1/2: writing 1 answer" and all(line.startswith("attempt ") for line in said)

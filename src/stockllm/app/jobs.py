@@ -120,6 +120,8 @@ def _serve(spec: str, conn) -> None:
         conn.send(("status", "loading the model"))
         model = make_forecaster(spec)
         conn.send(("status", f"model loaded in {time.perf_counter() - began:.1f} s"))
+        if hasattr(model, "progress"):  # the LLM says which attempt it is on
+            model.progress = lambda text: conn.send(("status", text))
     except BaseException as exc:  # noqa: BLE001 — reported to the page; the process ends
         conn.send(("error", (describe(exc), [])))
         return

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -105,6 +105,7 @@ class LLMForecaster:
         self.attempts = attempts
         self.seed = seed
         self.name = name
+        self.progress: Callable[[str], None] | None = None  # told "attempt n/N …" at each round (the app shows it)
 
     @classmethod
     def from_model_dir(cls, path: Path | str, *, backend: str = "auto", full_head: bool = False, **options: Any) -> "LLMForecaster":
@@ -166,6 +167,9 @@ class LLMForecaster:
             if not pending:
                 break
             sample = self.samples > 1 or round_ > 0  # greedy is deterministic: retries must sample
+            if self.progress:
+                self.progress(f"attempt {round_ + 1}/{self.attempts}: writing {len(pending)} answer{'s' if len(pending) > 1 else ''}"
+                              f"{' (sampled)' if sample else ''}")
             answers = self.generator.generate([job.request for job in pending], sample=sample, seed=self.seed + round_, samples=self.samples)
             for job, texts in zip(pending, answers):
                 previous_close = float(job.history["close"].iloc[-1])
