@@ -128,7 +128,7 @@ def build(ctx: AppContext):
     companies = ctx.companies()
     labels = [label(c) for c in companies]
     gr.Markdown("Walk-forward evaluation: every model forecasts every day of a held-out period from the days before it; "
-                "A relative MAE (rel. MAE) below 1 and a Diebold-Mariano p < 0.05 mean better than the random walk.")
+                "a relative MAE (rel. MAE) below 1 and a Diebold-Mariano p < 0.05 mean better than the random walk.")
     with gr.Row(equal_height=False):
         reports = gr.Dropdown([], label="report folder (newest first)", elem_id="evaluation-report", scale=3, min_width=240)
         reload = gr.Button("Reload", elem_id="evaluation-reload", scale=0, min_width=100)
