@@ -79,11 +79,8 @@ class _Job:
     history: pd.DataFrame
     horizon: int
     request: GenerationRequest
+    dates: list[str]  # the calendar's trading days the answer must cover
     tries: list[Attempt] = field(default_factory=list)
-
-    @property
-    def dates(self) -> list[str]:
-        return future_dates(self.history, self.horizon)
 
 
 class LLMForecaster:
@@ -156,7 +153,8 @@ class LLMForecaster:
     def _job(self, messages: list[dict], history: pd.DataFrame, horizon: int) -> _Job:
         tokenizer = self.generator.tokenizer
         budget = answer_budget(tokenizer, history, horizon, self.spec.field_list)
-        return _Job(messages, history, horizon, GenerationRequest(encode_prompt(tokenizer, messages), budget, horizon))
+        return _Job(messages, history, horizon, GenerationRequest(encode_prompt(tokenizer, messages), budget, horizon),
+                    future_dates(history, horizon))
 
     def _run(self, jobs: list[_Job]) -> list[Forecast | Exception]:
         """Rounds of generation over the jobs that still lack ``samples`` valid answers: the first greedy
