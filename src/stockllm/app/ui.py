@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 from . import backtest_tab, data_tab, evaluation_tab, forecast_tab, trading_tab
-from ..errors import StockLLMError
+from ..threaded_server import ThreadedServer
 from .common import AppContext
 from .page import CSS
 
@@ -60,29 +58,18 @@ def serve(ui, host: str = "127.0.0.1", port: int = 7860) -> None:
     uvicorn.run(asgi(ui), host=host, port=port, log_level="warning")
 
 
-class Background:
+class Background(ThreadedServer):
     """``ui`` served from a thread on a free port (tests, screenshots): ``with Background(ui) as url: ...``."""
 
     def __init__(self, ui, host: str = "127.0.0.1"):
-        import uvicorn
-
+        super().__init__(asgi(ui), host=host, what="the web app's server", name="stockllm-app")
         self.ui = ui
-        self.server = uvicorn.Server(uvicorn.Config(asgi(ui), host=host, port=0, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True, name="stockllm-app")
 
     def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise StockLLMError("the web app's server thread did not start")
-            time.sleep(0.05)
-        host, port = self.server.servers[0].sockets[0].getsockname()[:2]
-        return f"http://{host}:{port}/"
+        return super().__enter__() + "/"
 
     def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+        super().__exit__(*exc)
         close(self.ui)
 
 

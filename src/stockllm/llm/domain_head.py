@@ -8,8 +8,8 @@ the base model's own output matrix for the tokens of the training answers (plus 
 * **training**: the loss is the cross-entropy of the softmax over the domain tokens alone, i.e. the full
   model's distribution restricted to the domain and renormalised
   (``-log p(y) / sum_{d in D} p(d)``, see :func:`domain_loss`);
-* **generation**: logits are computed for the domain rows only; every other token gets the lowest
-  float, so greedy decoding and sampling pick domain tokens, and ids stay the vocabulary's own;
+* **generation**: logits are computed for the domain rows only, so greedy decoding and sampling pick domain
+  tokens; the generator maps each logit column back to its vocabulary id;
 * the prompt still uses the full vocabulary (only the output side is restricted);
 * the id list is stored in the model dir (``domain_head.json``); a model dir without it (trained before
   the domain head existed) is served with the full head, unchanged.
@@ -102,24 +102,20 @@ def domain_loss(lm: Any, domain: DomainHead, hidden: torch.Tensor, labels: torch
 
 
 class DomainLogits(nn.Module):
-    """A drop-in ``lm_head`` for generation: scores the domain rows and gives every other token the lowest float,
-    returning full-vocabulary logits so ``generate`` and its sampling work on vocabulary ids unchanged."""
+    """The output layer for generation: scores only the domain rows, so a step's logits have ``len(ids)``
+    columns, column ``i`` being token ``ids[i]`` (:class:`~stockllm.llm.generation.TransformersGenerator` maps
+    them back), instead of Gemma's 262,144."""
 
     def __init__(self, lm: Any, domain: DomainHead):
         super().__init__()
-        self.lm_config = lm.config
         self.register_buffer("rows", domain.weight(lm).detach().clone(), persistent=False)
         self.register_buffer("ids", domain.ids.clone(), persistent=False)
-        self.vocab_size = lm.get_output_embeddings().weight.shape[0]
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        scores = hidden @ self.rows.T
-        out = scores.new_full((*hidden.shape[:-1], self.vocab_size), torch.finfo(scores.dtype).min)
-        out[..., self.ids] = scores
-        return out
+        return hidden @ self.rows.T
 
 
 def use_domain_head(lm: Any, domain: DomainHead) -> None:
     """Swap ``lm``'s output layer for the domain head (generation only; soft-capped models keep their cap in
-    ``forward``, applied after the head, which leaves the lowest float far below every domain score)."""
+    ``forward``, applied after the head)."""
     lm.set_output_embeddings(DomainLogits(lm, domain))

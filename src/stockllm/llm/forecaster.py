@@ -2,7 +2,8 @@
 
 The prompt is built by :func:`stockllm.dataset.history_messages` from the :class:`~stockllm.dataset.DatasetSpec`
 stored in the model dir — the same code that wrote the training examples — and rendered with the
-tokenizer's chat template (:mod:`stockllm.llm.chat`). Answers are read back with
+tokenizer's chat template (:mod:`stockllm.llm.chat`). The answer's header and its trading dates are supplied
+(:mod:`stockllm.llm.scaffold`): the model writes the numbers. Answers are read back with
 :func:`stockllm.prompts.parse_answer` and checked with :func:`stockllm.validation.validate_forecast`.
 
 Failures are reported, never papered over: an answer that does not parse is retried (sampled, seeded) a
@@ -29,6 +30,7 @@ from ..validation import validate_forecast
 from .backends import load_generator
 from .chat import encode_prompt
 from .generation import GenerationRequest, Generator
+from .scaffold import answer_scaffold
 
 DEFAULT_ATTEMPTS = 3
 INTERVAL = (0.1, 0.9)  # the 80% interval of --samples
@@ -79,7 +81,8 @@ class _Job:
     history: pd.DataFrame
     horizon: int
     request: GenerationRequest
-    dates: list[str]  # the calendar's trading days the answer must cover
+    dates: list[str]  # the calendar's trading days the answer covers
+    prefill_text: str  # the answer's start, supplied in the prompt (header and first date)
     tries: list[Attempt] = field(default_factory=list)
 
 
@@ -153,8 +156,10 @@ class LLMForecaster:
     def _job(self, messages: list[dict], history: pd.DataFrame, horizon: int) -> _Job:
         tokenizer = self.generator.tokenizer
         budget = answer_budget(tokenizer, history, horizon, self.spec.field_list)
-        return _Job(messages, history, horizon, GenerationRequest(encode_prompt(tokenizer, messages), budget, horizon),
-                    future_dates(history, horizon))
+        dates = future_dates(history, horizon)
+        scaffold = answer_scaffold(tokenizer, dates, self.spec.field_list)
+        request = GenerationRequest(encode_prompt(tokenizer, messages) + list(scaffold.prefill), budget, horizon, scaffold.line_prefixes)
+        return _Job(messages, history, horizon, request, dates, scaffold.prefill_text)
 
     def _run(self, jobs: list[_Job]) -> list[Forecast | Exception]:
         """Rounds of generation over the jobs that still lack ``samples`` valid answers: the first greedy
@@ -171,7 +176,7 @@ class LLMForecaster:
             answers = self.generator.generate([job.request for job in pending], sample=sample, seed=self.seed + round_, samples=self.samples)
             for job, texts in zip(pending, answers):
                 previous_close = float(job.history["close"].iloc[-1])
-                job.tries.extend(_judge(text, fields, job.horizon, previous_close, job.dates) for text in texts)
+                job.tries.extend(_judge(job.prefill_text + text, fields, job.horizon, previous_close, job.dates) for text in texts)
             pending = [job for job in pending if sum(t.valid for t in job.tries) < self.samples]
         out: list[Forecast | Exception] = []
         for job in jobs:

@@ -5,18 +5,21 @@ dir's own tokenizer, so every backend sees exactly the prompt the model was trai
 Backends: :class:`TransformersGenerator` here (batched, KV cache, the domain output head), llama.cpp
 (:mod:`stockllm.llm.llamacpp`) and an OpenAI-compatible server (:mod:`stockllm.llm.served`).
 
-Every backend stops a sequence at the end-of-turn token, at ``max_new_tokens``, or once it has written
-``days`` complete day lines: a lightly trained model often keeps writing days after its answer, and those
-tokens cost time and are cut off by the parser anyway.
+The answer's fixed parts are not the model's to write (:mod:`stockllm.llm.scaffold`): its header and first
+date end the prompt, and the date that opens every later line is forced token by token when the model ends a
+line. A request asks for ``lines`` answer lines; every backend refuses the end-of-turn token before the last of them
+(a lightly trained model often stops after one day of five), stops once they are written (it often keeps
+writing days), and at ``max_new_tokens``. :class:`AnswerCursor` is that bookkeeping, shared by the backends.
 """
 
 from __future__ import annotations
 
-import re
+import zlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-DAY_LINE = re.compile(r"\d{4}\s*[-/.]\s*\d{1,2}\s*[-/.]\s*\d{1,2}[^\n]*\n")
+import numpy as np
+
 SAMPLE_TEMPERATURE = 0.8
 SAMPLE_TOP_P = 0.95
 DEFAULT_BATCH_SIZE = 32  # rows decoded together: a step reads the weights once for all of them
@@ -24,26 +27,78 @@ DEFAULT_BATCH_SIZE = 32  # rows decoded together: a step reads the weights once 
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One prompt to answer: its token ids, the new-token budget, and the day lines after which it is done."""
+    """One prompt to answer: its token ids, the new-token budget, the answer lines to write (``None``: stop at
+    end of turn or budget only) and the token ids forced at the start of lines 2, 3, … (the calendar's dates)."""
 
     prompt_ids: list[int]
     max_new_tokens: int
-    days: int | None = None
+    lines: int | None = None
+    line_prefixes: tuple[tuple[int, ...], ...] = ()
 
 
-def days_written(text: str) -> int:
-    """Complete day lines (a date, then the rest of the line up to its newline) in ``text``."""
-    return len(DAY_LINE.findall(text))
-
-
-def cut_after_days(text: str, days: int | None) -> str:
-    """``text`` up to the end of its ``days``-th day line (all of it when it has fewer or ``days`` is None)."""
-    if not days:
+def cut_after_lines(text: str, lines: int | None) -> str:
+    """``text`` up to and including its ``lines``-th newline (all of it when it has fewer or ``lines`` is None)."""
+    if not lines:
         return text
-    for number, match in enumerate(DAY_LINE.finditer(text), 1):
-        if number == days:
-            return text[: match.end()]
-    return text
+    end = -1
+    for _ in range(lines):
+        end = text.find("\n", end + 1)
+        if end < 0:
+            return text
+    return text[: end + 1]
+
+
+class AnswerCursor:
+    """Where one answer stands: lines written, the forced tokens still to come, whether it may or must stop.
+
+    A backend asks :meth:`forced` before choosing a token (a date token to force, or None), masks the stop
+    tokens while :attr:`may_stop` is false, and tells :meth:`took` each token it appended with its text.
+    """
+
+    def __init__(self, request: GenerationRequest):
+        self.request = request
+        self.lines = 0
+        self.queue: list[int] = []
+        self.done = False
+
+    @property
+    def may_stop(self) -> bool:
+        """The end of turn is refused before the last line: on it, the model may end its answer (it was trained
+        to end the last line with a newline and then the end of turn, but often ends straight after the digits)."""
+        return not self.request.lines or self.lines >= self.request.lines - 1
+
+    def forced(self) -> int | None:
+        return self.queue[0] if self.queue else None
+
+    def took(self, token: int, text: str, length: int) -> None:
+        """Record the appended ``token`` (decoded ``text``; ``length`` new tokens so far) and update ``done``."""
+        if self.queue and self.queue[0] == token:
+            self.queue.pop(0)
+        if "\n" in text:
+            self.lines += text.count("\n")
+            prefixes = self.request.line_prefixes
+            if self.request.lines and self.lines >= self.request.lines:
+                self.done = True
+            elif 0 < self.lines <= len(prefixes):
+                self.queue = list(prefixes[self.lines - 1])
+        if length >= self.request.max_new_tokens:
+            self.done = True
+
+
+def answer_rng(seed: int, request: GenerationRequest, copy: int) -> np.random.Generator:
+    """The sampling generator of one answer: from the seed, the prompt and the sample number alone."""
+    return np.random.default_rng([seed, zlib.crc32(np.asarray(request.prompt_ids, dtype=np.int64).tobytes()), copy])
+
+
+def sample_index(logits: np.ndarray, rng: np.random.Generator) -> int:
+    """Temperature + nucleus (top-p) sampling of one row of logits."""
+    scaled = logits.astype(np.float64) / SAMPLE_TEMPERATURE
+    probs = np.exp(scaled - scaled.max())
+    probs /= probs.sum()
+    order = np.argsort(-probs, kind="stable")
+    cumulative = np.cumsum(probs[order])
+    keep = order[: int(np.searchsorted(cumulative, SAMPLE_TOP_P)) + 1]
+    return int(rng.choice(keep, p=probs[keep] / probs[keep].sum()))
 
 
 class Generator(Protocol):
@@ -61,47 +116,34 @@ class Generator(Protocol):
                  samples: int = 1) -> list[list[str]]: ...
 
 
-def _days_stop(tokenizer: Any, prompt_width: int, days: list[int | None]):
-    """A per-row stopping criterion: row ``i`` is done once its answer holds ``days[i]`` complete day lines."""
-    import torch
-    from transformers import StoppingCriteria
-
-    class DaysWritten(StoppingCriteria):
-        """Counts a row's day lines only when its newest token ends a line (re-reading every answer at every
-        step would cost more than the step itself for a small model)."""
-
-        def __init__(self) -> None:
-            self.done = [False] * len(days)
-
-        def __call__(self, input_ids, scores, **kwargs):
-            newest = tokenizer.batch_decode(input_ids[:, -1:], skip_special_tokens=True)
-            for row, (piece, want) in enumerate(zip(newest, days)):
-                if want and not self.done[row] and "\n" in piece:
-                    text = tokenizer.decode(input_ids[row, prompt_width:], skip_special_tokens=True)
-                    self.done[row] = days_written(text) >= want
-            return torch.tensor(self.done, device=input_ids.device)
-
-    return DaysWritten()
-
-
 class TransformersGenerator:
-    """Batched generation with a loaded (LoRA) model: left padding, KV cache, a per-row stop.
+    """Batched generation with a loaded (LoRA) model: left padding, KV cache, each row steered and stopped on
+    its own (:class:`AnswerCursor`) and cut to its own budget.
 
-    Requests are sorted by prompt length and generated ``batch_size`` at a time, so rows of a batch need
-    little padding; each row stops on its own (end of turn, its day count) and is cut to its own token budget,
-    which makes greedy answers the same as one-by-one generation. With a domain head in the model dir
-    (:mod:`stockllm.llm.domain_head`) the output layer scores only the answer tokens.
+    Requests are sorted by prompt length and decoded ``batch_size`` at a time, so rows of a batch need little
+    padding. The decoding loop is this class's own, not ``generate``'s: with a domain head in the model dir
+    (:mod:`stockllm.llm.domain_head`) a step scores a few dozen answer tokens instead of the whole vocabulary
+    (262,144 rows for Gemma), so choosing, forcing and sampling a token cost next to nothing beside the model.
+    A row's answer depends on its prompt alone (greedy) or on its prompt and seed (sampled), never on the rows
+    batched with it.
     """
 
     name = "transformers"
 
     def __init__(self, loaded: Any, *, batch_size: int = DEFAULT_BATCH_SIZE):
         from .chat import stop_token_ids
+        from .domain_head import DomainLogits
 
         self.loaded = loaded
         self.tokenizer = loaded.tokenizer
         self.batch_size = max(1, batch_size)
-        self.stop_ids = stop_token_ids(loaded.tokenizer)
+        self.stop_ids = set(stop_token_ids(loaded.tokenizer))
+        head = loaded.model.get_output_embeddings()
+        # the token id of each logit: the domain's ids, or the whole vocabulary (an older model dir's full head)
+        self.vocab: list[int] | None = head.ids.tolist() if isinstance(head, DomainLogits) else None
+        self.stop_columns = ([i for i, token in enumerate(self.vocab) if token in self.stop_ids] if self.vocab is not None
+                             else sorted(self.stop_ids))
+        self._texts: dict[int, str] = {}
 
     def generate(self, requests: list[GenerationRequest], *, sample: bool = False, seed: int = 0,
                  samples: int = 1) -> list[list[str]]:
@@ -109,34 +151,70 @@ class TransformersGenerator:
         out: list[list[str]] = [[] for _ in requests]
         for first in range(0, len(order), self.batch_size):
             chunk = order[first: first + self.batch_size]
-            for index, texts in zip(chunk, self._batch([requests[i] for i in chunk], sample, seed + first, samples)):
+            for index, texts in zip(chunk, self._batch([requests[i] for i in chunk], sample, seed, samples)):
                 out[index] = texts
         return out
 
     def _batch(self, batch: list[GenerationRequest], sample: bool, seed: int, samples: int) -> list[list[str]]:
         import torch
-        from transformers import StoppingCriteriaList
 
         model, tokenizer = self.loaded.model, self.tokenizer
         device = next(model.parameters()).device
-        width = max(len(r.prompt_ids) for r in batch)
+        rows = [r for r in batch for _ in range(samples)]
+        rngs = [answer_rng(seed, r, copy) if sample else None for r in batch for copy in range(samples)]
+        cursors = [AnswerCursor(r) for r in rows]
+        written: list[list[int]] = [[] for _ in rows]
+        width = max(len(r.prompt_ids) for r in rows)
         pad = tokenizer.pad_token_id
-        ids = torch.tensor([[pad] * (width - len(r.prompt_ids)) + r.prompt_ids for r in batch], device=device)
-        mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in batch], device=device)
-        days = [r.days for r in batch for _ in range(samples)]
-        options: dict[str, Any] = {"do_sample": False}
-        if sample:
-            torch.manual_seed(seed)
-            options = {"do_sample": True, "temperature": SAMPLE_TEMPERATURE, "top_p": SAMPLE_TOP_P, "top_k": 0}
+        ids = torch.tensor([[pad] * (width - len(r.prompt_ids)) + r.prompt_ids for r in rows], device=device)
+        mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in rows], device=device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
         with torch.inference_mode():
-            generated = model.generate(
-                input_ids=ids, attention_mask=mask, max_new_tokens=max(r.max_new_tokens for r in batch),
-                num_return_sequences=samples, eos_token_id=self.stop_ids, pad_token_id=pad,
-                stopping_criteria=StoppingCriteriaList([_days_stop(tokenizer, width, days)]), **options,
-            )
-        answers = generated[:, width:]
-        texts = []
-        for row, request in enumerate(r for r in batch for _ in range(samples)):
-            tokens = answers[row, : request.max_new_tokens].tolist()
-            texts.append(cut_after_days(tokenizer.decode(tokens, skip_special_tokens=True), request.days))
+            out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+            while True:
+                chosen = self._choose(out.logits[:, -1].float(), cursors, rngs)
+                for row, token in enumerate(chosen):
+                    if token is None:
+                        continue
+                    if token in self.stop_ids:
+                        cursors[row].done = True
+                        continue
+                    written[row].append(token)
+                    cursors[row].took(token, self._text(token), len(written[row]))
+                if all(cursor.done for cursor in cursors):
+                    break
+                feed = torch.tensor([[pad if token is None or token in self.stop_ids else token] for token in chosen], device=device)
+                mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+                positions = positions[:, -1:] + 1
+                out = model(input_ids=feed, attention_mask=mask, position_ids=positions, past_key_values=out.past_key_values,
+                            use_cache=True)
+        texts = [cut_after_lines(tokenizer.decode(tokens, skip_special_tokens=True), request.lines)
+                 for tokens, request in zip(written, rows)]
         return [texts[i * samples: (i + 1) * samples] for i in range(len(batch))]
+
+    def _choose(self, scores: Any, cursors: list[AnswerCursor], rngs: list[np.random.Generator | None]) -> list[int | None]:
+        """Each unfinished row's next token: its forced token, else greedy or sampled, the end of turn masked
+        until the row's lines are written."""
+        best = scores.argmax(-1).tolist()
+        chosen: list[int | None] = []
+        for row, (cursor, rng) in enumerate(zip(cursors, rngs)):
+            if cursor.done:
+                chosen.append(None)
+                continue
+            token = cursor.forced()
+            if token is None:
+                index = best[row]
+                if rng is not None or not cursor.may_stop:
+                    logits = scores[row].numpy().copy()
+                    if not cursor.may_stop:
+                        logits[self.stop_columns] = -np.inf
+                    index = int(np.argmax(logits)) if rng is None else sample_index(logits, rng)
+                token = self.vocab[index] if self.vocab is not None else index
+            chosen.append(token)
+        return chosen
+
+    def _text(self, token: int) -> str:
+        """A token's text (cached: the cursors read every appended token)."""
+        if token not in self._texts:
+            self._texts[token] = self.tokenizer.decode([token])
+        return self._texts[token]

@@ -25,7 +25,6 @@ import ctypes
 import logging
 import os
 import weakref
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ import numpy as np
 from ..errors import StockLLMError
 from .chat import stop_token_ids
 from .domain_head import load_domain
-from .generation import DEFAULT_BATCH_SIZE, SAMPLE_TEMPERATURE, SAMPLE_TOP_P, GenerationRequest, cut_after_days, days_written
+from .generation import DEFAULT_BATCH_SIZE, AnswerCursor, GenerationRequest, answer_rng, cut_after_lines, sample_index
 from .gguf_export import model_dir_ggufs
 
 CONTEXT_STEP = 256  # per-sequence context is rounded up to this, so similar requests reuse one context
@@ -57,14 +56,18 @@ def machine_cores() -> int:
 
 
 class _Sequence:
-    """One answer being written: its request, prompt, tokens so far and, when sampling, its own generator."""
+    """One answer being written: its request, cursor, tokens so far and, when sampling, its own generator."""
 
     def __init__(self, index: int, request: GenerationRequest, rng: np.random.Generator | None):
         self.index = index
         self.request = request
+        self.cursor = AnswerCursor(request)
         self.rng = rng
         self.tokens: list[int] = []
-        self.done = False
+
+    @property
+    def done(self) -> bool:
+        return self.cursor.done
 
     @property
     def position(self) -> int:
@@ -105,6 +108,7 @@ class LlamaCppGenerator:
             raise StockLLMError(f"{Path(base).name} has {self.n_vocab} tokens but the model dir's tokenizer {len(tokenizer)}; "
                                 "the GGUF is not this model dir's base model")
         self.allowed = np.array(domain if domain else range(self.n_vocab), dtype=np.int64)
+        self._stop_mask = np.isin(self.allowed, sorted(self.stop_ids))  # where end of turn sits in the logits row
         if self.allowed.max() >= self.n_vocab:
             raise StockLLMError(f"the domain head names token {self.allowed.max()}, beyond {Path(base).name}'s {self.n_vocab} tokens")
         self._context: Any = None
@@ -174,14 +178,14 @@ class LlamaCppGenerator:
             if max(request.prompt_ids) >= self.n_vocab or min(request.prompt_ids) < 0:
                 raise StockLLMError(f"a prompt holds token ids outside {self.base.name}'s {self.n_vocab} tokens")
         copies = samples if sample else 1  # greedy answers of one prompt are all the same
-        sequences = [_Sequence(index, request, _rng(seed, request, copy) if sample else None)
+        sequences = [_Sequence(index, request, answer_rng(seed, request, copy) if sample else None)
                      for index, request in enumerate(requests) for copy in range(copies)]
         for start in range(0, len(sequences), self.batch_size):
             self._run(sequences[start:start + self.batch_size])
         answers: list[list[str]] = [[] for _ in requests]
         for sequence in sequences:
             text = self.tokenizer.decode(sequence.tokens, skip_special_tokens=True)
-            answers[sequence.index].append(cut_after_days(text, sequence.request.days))
+            answers[sequence.index].append(cut_after_lines(text, sequence.request.lines))
         return [texts * samples if not sample else texts for texts in answers]
 
     def _run(self, sequences: list[_Sequence]) -> None:
@@ -217,36 +221,20 @@ class LlamaCppGenerator:
                 self._advance(sequences[seq], row[self.allowed])
 
     def _advance(self, sequence: _Sequence, logits: np.ndarray) -> None:
-        """Choose ``sequence``'s next token from its (domain) logits and decide whether it is finished."""
-        if sequence.rng is None:
-            token = int(self.allowed[int(np.argmax(logits))])
-        else:
-            token = int(self.allowed[_sample_index(logits, sequence.rng)])
+        """Choose ``sequence``'s next token from its (domain) logits, steered by its cursor (a forced date
+        token; no end of turn before the asked lines)."""
+        cursor = sequence.cursor
+        token = cursor.forced()
+        if token is None:
+            if not cursor.may_stop:
+                logits = np.where(self._stop_mask, -np.inf, logits)
+            index = int(np.argmax(logits)) if sequence.rng is None else sample_index(logits, sequence.rng)
+            token = int(self.allowed[index])
         if token in self.stop_ids:
-            sequence.done = True
+            cursor.done = True
             return
         sequence.tokens.append(token)
-        request = sequence.request
-        if len(sequence.tokens) >= request.max_new_tokens:
-            sequence.done = True
-        elif request.days and days_written(self.tokenizer.decode(sequence.tokens, skip_special_tokens=True)) >= request.days:
-            sequence.done = True
-
-
-def _rng(seed: int, request: GenerationRequest, copy: int) -> np.random.Generator:
-    """The sampling generator of one answer: from the seed, the prompt and the sample number alone."""
-    return np.random.default_rng([seed, zlib.crc32(np.asarray(request.prompt_ids, dtype=np.int64).tobytes()), copy])
-
-
-def _sample_index(logits: np.ndarray, rng: np.random.Generator) -> int:
-    """Temperature + nucleus (top-p) sampling, the transformers backend's settings."""
-    scaled = logits.astype(np.float64) / SAMPLE_TEMPERATURE
-    probs = np.exp(scaled - scaled.max())
-    probs /= probs.sum()
-    order = np.argsort(-probs, kind="stable")
-    cumulative = np.cumsum(probs[order])
-    keep = order[: int(np.searchsorted(cumulative, SAMPLE_TOP_P)) + 1]
-    return int(rng.choice(keep, p=probs[keep] / probs[keep].sum()))
+        cursor.took(token, self.tokenizer.decode([token]), len(sequence.tokens))
 
 
 def _free(llama: Any, model: Any, owned: list) -> None:

@@ -11,7 +11,7 @@ The completions API takes text, so each prompt — token ids from :func:`stockll
 rendered back to text with the model dir's tokenizer, special tokens included, and without its leading BOS
 token, which the server adds itself when it tokenises (vLLM, and llama.cpp with ``add_bos_token`` GGUFs). The
 server stops at the model's end-of-turn token (``stop_token_ids`` is sent too, for vLLM) or the token budget;
-the answer is cut after the asked days here. A model dir's domain head is sent as ``logit_bias`` (+100 on each
+an answer of several lines is asked a line at a time (see ``_complete``). A model dir's domain head is sent as ``logit_bias`` (+100 on each
 answer token), so greedy answers pick from the same tokens as the other backends. Requests run concurrently
 from a thread pool; a timeout or a server error is a one-line :class:`StockLLMError`.
 """
@@ -28,7 +28,7 @@ import requests as http
 from ..errors import StockLLMError
 from .chat import stop_token_ids
 from .domain_head import load_domain
-from .generation import SAMPLE_TEMPERATURE, SAMPLE_TOP_P, GenerationRequest, cut_after_days
+from .generation import SAMPLE_TEMPERATURE, SAMPLE_TOP_P, GenerationRequest, cut_after_lines
 
 BASE_URL_ENV = "STOCKLLM_OPENAI_BASE_URL"
 MODEL_ENV = "STOCKLLM_OPENAI_MODEL"
@@ -101,13 +101,39 @@ class OpenAIGenerator:
         return [found if sample else found * samples for found in answers]
 
     def _complete(self, request: GenerationRequest, sample: bool, seed: int) -> str:
-        """One completion, cut after ``request.days`` day lines. Not streamed: a streaming llama.cpp server
-        answers a failed request with an empty 200 stream, which would pass for an empty answer."""
-        body = {"model": self.model, "prompt": self.prompt_text(request.prompt_ids), "max_tokens": request.max_new_tokens,
+        """One answer. With ``request.lines`` it is written a line per completion (stop at the newline, end of
+        turn biased away before the last line), each later line opened by its forced date: a completions API cannot force tokens
+        mid-answer, and a llama.cpp or vLLM server reuses the cached prompt prefix, so rounds cost little."""
+        prompt = self.prompt_text(request.prompt_ids)
+        if not request.lines:
+            return self._post(prompt, request.max_new_tokens, sample, seed)[0]
+        answer, budget = "", request.max_new_tokens
+        for line in range(request.lines):
+            piece, used, finished = self._post(prompt + answer, budget, sample, seed + line, one_line=True,
+                                               refuse_end=line < request.lines - 1)
+            answer, budget = answer + piece, budget - used
+            if not finished or budget <= 0:
+                break
+            answer += "\n"
+            if line < len(request.line_prefixes):
+                answer += self.tokenizer.decode(list(request.line_prefixes[line]))
+        return cut_after_lines(answer, request.lines)
+
+    def _post(self, prompt: str, max_tokens: int, sample: bool, seed: int, one_line: bool = False,
+              refuse_end: bool = False) -> tuple[str, int, bool]:
+        """One completion: its text, the tokens it used, and whether it ended on the newline asked for.
+        Not streamed: a streaming llama.cpp server answers a failed request with an empty 200 stream, which
+        would pass for an empty answer."""
+        body = {"model": self.model, "prompt": prompt, "max_tokens": max_tokens,
                 "temperature": SAMPLE_TEMPERATURE if sample else 0.0, "top_p": SAMPLE_TOP_P if sample else 1.0,
                 "seed": seed, "stop_token_ids": self.stop_ids, **PLAIN_SAMPLING}
-        if self.logit_bias:
-            body["logit_bias"] = self.logit_bias
+        bias = dict(self.logit_bias or {})
+        if one_line:
+            body["stop"] = ["\n"]
+        if refuse_end:
+            bias.update({str(token): -DOMAIN_BIAS for token in self.stop_ids})  # no end of turn before the last line
+        if bias:
+            body["logit_bias"] = bias
         try:
             reply = http.post(self.url, json=body, headers=self._headers, timeout=self.timeout)
         except http.Timeout:
@@ -119,11 +145,14 @@ class OpenAIGenerator:
         if reply.status_code != 200:
             raise StockLLMError(f"the completions server at {self.url} answered {reply.status_code}: {_error_message(reply)}")
         try:
-            text = reply.json()["choices"][0]["text"]
+            payload = reply.json()
+            choice = payload["choices"][0]
+            text = choice["text"]
+            used = int((payload.get("usage") or {}).get("completion_tokens") or len(self.tokenizer(text, add_special_tokens=False)["input_ids"]))
         except (ValueError, KeyError, TypeError, IndexError):
             raise StockLLMError(f"the server at {self.url} is not an OpenAI-compatible completions server "
                                 f"(reply {_one_line(reply.text, 80)!r})") from None
-        return cut_after_days(text, request.days)
+        return text, used, choice.get("finish_reason") == "stop"
 
 
 def _error_message(reply: http.Response) -> str:

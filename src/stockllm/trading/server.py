@@ -21,8 +21,6 @@ import math
 import re
 import socket
 import sqlite3
-import threading
-import time
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -32,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import StockLLMError
+from ..threaded_server import ThreadedServer
 from . import rules
 from .ledger import Ledger, Rejected
 from .throttle import FailedLogins
@@ -291,29 +290,14 @@ def serve(db: Path, data_dir: Path, host: str = "127.0.0.1", port: int = 8081, a
     uvicorn.Server(config).run(sockets=[sock])
 
 
-class Background:
+class Background(ThreadedServer):
     """The exchange served from a thread of this process (tests, benchmarks): ``with Background(ledger) as url``.
 
     ``port=0`` picks a free port; ``url`` is the API base, e.g. ``http://127.0.0.1:54321/stock/api/v1``.
     """
 
     def __init__(self, ledger: Ledger, host: str = "127.0.0.1", port: int = 0, logins: FailedLogins | None = None):
-        import uvicorn
-
-        config = uvicorn.Config(create_app(ledger, logins), host=host, port=port, log_level="warning", access_log=False)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        super().__init__(create_app(ledger, logins), host=host, port=port, what="the exchange server")
 
     def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise StockLLMError("the exchange server thread did not start")
-            time.sleep(0.01)
-        host, port = self.server.servers[0].sockets[0].getsockname()[:2]
-        return f"http://{host}:{port}{PREFIX}"
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+        return super().__enter__() + PREFIX
