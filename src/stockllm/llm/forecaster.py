@@ -8,7 +8,7 @@ tokenizer's chat template (:mod:`stockllm.llm.chat`). The answer's header and it
 
 Failures are reported, never papered over: an answer that does not parse is retried (sampled, seeded) a
 bounded number of times; when none parses, :class:`ForecastFailed` says why. An answer that parses but
-breaks a market rule (a low above the open, a jump past the ±10% limit, a wrong date) is only used when no
+breaks a market rule (a low above the open, a jump past the ±10% limit) is only used when no
 attempt gave a valid one, and then carries ``info["valid"] = False`` and the problems.
 """
 
@@ -201,7 +201,6 @@ class LLMForecaster:
             "valid": bool(valid),
             "problems": [] if valid else chosen[0].problems,
             "samples_used": len(chosen),
-            "model_dates": chosen[0].rows["date"].tolist(),
             "messages": messages,
             "backend": self.generator.name,
         }
