@@ -74,7 +74,10 @@ def test_predict_rebuilds_the_training_prompt_exactly(trained):
     history = store.read_prices(data_dir, "9921")
     history = history[history["date"] <= example["origin"]]
     job = forecaster._job(messages, history, 3)
-    assert job.request.prompt_ids == encode_prompt(forecaster.generator.tokenizer, example["messages"])
+    prompt = encode_prompt(forecaster.generator.tokenizer, example["messages"])
+    assert job.request.prompt_ids[: len(prompt)] == prompt  # then the answer's supplied header and first date
+    supplied = forecaster.generator.tokenizer.decode(job.request.prompt_ids[len(prompt):])
+    assert supplied.startswith("The next 3 days price is: Date:\n ")
     # the forecaster interface (history instead of a data dir) builds the same turn
     assert forecaster.messages(history, 3, "9921") == example["messages"][:1]
     assert forecaster.messages(history, 3, "9921", past=5) == example["messages"][:1]
