@@ -80,6 +80,7 @@ def before_rate(forecaster, batch: list[ForecastRequest]) -> tuple[float, list[s
     from stockllm.llm.forecaster import answer_budget
 
     loaded, tokenizer = forecaster.generator.loaded, forecaster.generator.tokenizer
+    stops = stop_token_ids(tokenizer)
     texts = []
     began = time.perf_counter()
     for request in batch:
@@ -87,7 +88,7 @@ def before_rate(forecaster, batch: list[ForecastRequest]) -> tuple[float, list[s
         budget = answer_budget(tokenizer, request.history, request.horizon, forecaster.spec.field_list)
         with torch.inference_mode():
             out = loaded.model.generate(input_ids=torch.tensor([ids]), max_new_tokens=budget, do_sample=False,
-                                        eos_token_id=stop_token_ids(tokenizer), pad_token_id=tokenizer.pad_token_id)
+                                        eos_token_id=stops, pad_token_id=tokenizer.pad_token_id)
         texts.append(tokenizer.decode(out[0, len(ids):], skip_special_tokens=True))
     return len(batch) / (time.perf_counter() - began), texts
 

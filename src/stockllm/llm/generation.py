@@ -85,6 +85,21 @@ class AnswerCursor:
             self.done = True
 
 
+def next_token(cursor: AnswerCursor, logits: np.ndarray, ids: np.ndarray | list[int] | None, stop_columns: Any,
+               rng: np.random.Generator | None) -> int:
+    """One row's next token, the same way on every backend: the cursor's forced token, else greedy (or sampled
+    with ``rng``) over ``logits``, whose column ``i`` is token ``ids[i]`` (``ids`` None: the vocabulary), with
+    the end of turn (``stop_columns``) masked while the cursor may not stop."""
+    token = cursor.forced()
+    if token is not None:
+        return token
+    if not cursor.may_stop:
+        logits = logits.copy()
+        logits[stop_columns] = -np.inf
+    index = int(np.argmax(logits)) if rng is None else sample_index(logits, rng)
+    return int(ids[index]) if ids is not None else index
+
+
 def answer_rng(seed: int, request: GenerationRequest, copy: int) -> np.random.Generator:
     """The sampling generator of one answer: from the seed, the prompt and the sample number alone."""
     return np.random.default_rng([seed, zlib.crc32(np.asarray(request.prompt_ids, dtype=np.int64).tobytes()), copy])
@@ -193,25 +208,10 @@ class TransformersGenerator:
         return [texts[i * samples: (i + 1) * samples] for i in range(len(batch))]
 
     def _choose(self, scores: Any, cursors: list[AnswerCursor], rngs: list[np.random.Generator | None]) -> list[int | None]:
-        """Each unfinished row's next token: its forced token, else greedy or sampled, the end of turn masked
-        until the row's lines are written."""
-        best = scores.argmax(-1).tolist()
-        chosen: list[int | None] = []
-        for row, (cursor, rng) in enumerate(zip(cursors, rngs)):
-            if cursor.done:
-                chosen.append(None)
-                continue
-            token = cursor.forced()
-            if token is None:
-                index = best[row]
-                if rng is not None or not cursor.may_stop:
-                    logits = scores[row].numpy().copy()
-                    if not cursor.may_stop:
-                        logits[self.stop_columns] = -np.inf
-                    index = int(np.argmax(logits)) if rng is None else sample_index(logits, rng)
-                token = self.vocab[index] if self.vocab is not None else index
-            chosen.append(token)
-        return chosen
+        """Each unfinished row's next token (:func:`next_token`); None for a finished row."""
+        rows = scores.numpy()
+        return [None if cursor.done else next_token(cursor, row, self.vocab, self.stop_columns, rng)
+                for cursor, row, rng in zip(cursors, rows, rngs)]
 
     def _text(self, token: int) -> str:
         """A token's text (cached: the cursors read every appended token)."""

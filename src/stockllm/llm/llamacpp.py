@@ -33,7 +33,7 @@ import numpy as np
 from ..errors import StockLLMError
 from .chat import stop_token_ids
 from .domain_head import load_domain
-from .generation import DEFAULT_BATCH_SIZE, AnswerCursor, GenerationRequest, answer_rng, cut_after_lines, sample_index
+from .generation import DEFAULT_BATCH_SIZE, AnswerCursor, GenerationRequest, answer_rng, cut_after_lines, next_token
 from .gguf_export import model_dir_ggufs
 
 CONTEXT_STEP = 256  # per-sequence context is rounded up to this, so similar requests reuse one context
@@ -224,12 +224,7 @@ class LlamaCppGenerator:
         """Choose ``sequence``'s next token from its (domain) logits, steered by its cursor (a forced date
         token; no end of turn before the asked lines)."""
         cursor = sequence.cursor
-        token = cursor.forced()
-        if token is None:
-            if not cursor.may_stop:
-                logits = np.where(self._stop_mask, -np.inf, logits)
-            index = int(np.argmax(logits)) if sequence.rng is None else sample_index(logits, sequence.rng)
-            token = int(self.allowed[index])
+        token = next_token(cursor, logits, self.allowed, self._stop_mask, sequence.rng)
         if token in self.stop_ids:
             cursor.done = True
             return
