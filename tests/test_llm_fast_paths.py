@@ -120,7 +120,7 @@ def test_a_model_dir_from_before_the_domain_head_loads_with_the_full_head(traine
     assert isinstance(load_trained(trained["model_dir"], full_head=True).model.get_base_model().get_output_embeddings(), torch.nn.Linear)
 
 
-def test_batched_greedy_answers_equal_one_by_one_answers(trained):
+def test_batched_answers_equal_one_by_one_answers_and_transformers_own_decoding(trained):
     loaded = load_trained(trained["model_dir"])
     history = store.read_prices(trained["data_dir"], "9921")
     forecaster = LLMForecaster(TransformersGenerator(loaded), loaded.info, data_dir=trained["data_dir"])
@@ -132,6 +132,10 @@ def test_batched_greedy_answers_equal_one_by_one_answers(trained):
     batched = TransformersGenerator(loaded, batch_size=5).generate(requests)
     one_by_one = [TransformersGenerator(loaded, batch_size=1).generate([r])[0] for r in requests]
     assert batched == one_by_one
+    # the in-place cache and grouped attention write what transformers' own cache and attention write
+    assert TransformersGenerator(loaded, batch_size=5, in_place=False).generate(requests) == batched
+    assert (TransformersGenerator(loaded, batch_size=5, in_place=False).generate(requests, sample=True, seed=4)
+            == TransformersGenerator(loaded, batch_size=5).generate(requests, sample=True, seed=4))
 
 
 def test_predict_batch_gives_what_predict_gives_one_at_a_time(trained):
