@@ -149,12 +149,20 @@ class Batched(RandomWalk):
         return [self.predict(r.history, r.horizon, code=r.code) for r in requests]
 
 
-def test_each_company_and_window_is_one_batch_of_requests(real_prices):
-    batched = Batched()
-    result = walk_forward(real_prices, {"random_walk": RandomWalk(), "batched": batched}, [(1, 1), (5, 5)], start="2026-04-20")
-    assert len(batched.calls) == len(real_prices) * 2
-    assert all(len(call) > 1 and len(set(call)) == 1 for call in batched.calls)  # one company and window per call
-    assert sum(map(len, batched.calls)) == int((result.attempts["model"] == "batched").sum())
+def test_each_window_is_one_batch_of_the_requests_of_a_group_of_companies_with_unchanged_results(real_prices):
+    from stockllm.engines import LocalEngine
+
+    windows = [(1, 1), (5, 5)]
+    grouped, alone = Batched(), Batched()
+    together = walk_forward(real_prices, {"random_walk": RandomWalk(), "batched": grouped}, windows, start="2026-04-20")
+    apart = walk_forward(real_prices, {"random_walk": RandomWalk(), "batched": alone}, windows, start="2026-04-20",
+                         engine=LocalEngine(group=1))
+    assert [sorted({code for code, *_ in call}) for call in grouped.calls] == [sorted(real_prices)] * 2  # one call per window
+    assert [{(past, horizon) for _, past, horizon in call} for call in grouped.calls] == [{(1, 1)}, {(5, 5)}]
+    assert len(alone.calls) == len(real_prices) * 2 and all(len({code for code, *_ in call}) == 1 for call in alone.calls)
+    assert sum(map(len, grouped.calls)) == sum(map(len, alone.calls)) == int((together.attempts["model"] == "batched").sum())
+    pd.testing.assert_frame_equal(together.points, apart.points, check_exact=True)
+    pd.testing.assert_frame_equal(together.attempts, apart.attempts, check_exact=True)
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from stockllm.config import TrainConfig
 from stockllm.dataset import DatasetSpec
 from stockllm.errors import StockLLMError
 from stockllm.forecasters.base import ForecastRequest
-from stockllm.llm.backends import load_base, load_trained
+from stockllm.llm.backends import load_base, load_generator, load_trained
 from stockllm.llm.chat import IGNORE_INDEX, encode_example, encode_prompt, stop_token_ids
 from stockllm.llm.domain_head import DOMAIN_FILE, DomainHead, DomainLogits, domain_token_ids, load_domain
 from stockllm.llm.forecaster import LLMForecaster
@@ -120,15 +120,21 @@ def test_a_model_dir_from_before_the_domain_head_loads_with_the_full_head(traine
     assert isinstance(load_trained(trained["model_dir"], full_head=True).model.get_base_model().get_output_embeddings(), torch.nn.Linear)
 
 
-def test_batched_answers_equal_one_by_one_answers_and_transformers_own_decoding(trained):
-    loaded = load_trained(trained["model_dir"])
+def generation_requests(trained, loaded) -> list:
+    """12 forecasters' generation requests (prompt, supplied header and dates) of two prompt lengths."""
     history = store.read_prices(trained["data_dir"], "9921")
     forecaster = LLMForecaster(TransformersGenerator(loaded), loaded.info, data_dir=trained["data_dir"])
     requests = []
     for end, (past, future) in zip(range(30, 42), [(2, 1), (5, 3)] * 6):  # prompts of two lengths, padded together
         messages = forecaster.messages(history.iloc[:end], future, "9921", past=past)
-        request = forecaster._job(messages, history.iloc[:end], future).request  # prompt, supplied header and dates
+        request = forecaster._job(messages, history.iloc[:end], future).request
         requests.append(dataclasses.replace(request, max_new_tokens=20 + end % 7))
+    return requests
+
+
+def test_batched_answers_equal_one_by_one_answers_and_transformers_own_decoding(trained):
+    loaded = load_trained(trained["model_dir"])
+    requests = generation_requests(trained, loaded)
     batched = TransformersGenerator(loaded, batch_size=5).generate(requests)
     one_by_one = [TransformersGenerator(loaded, batch_size=1).generate([r])[0] for r in requests]
     assert batched == one_by_one
@@ -136,6 +142,14 @@ def test_batched_answers_equal_one_by_one_answers_and_transformers_own_decoding(
     assert TransformersGenerator(loaded, batch_size=5, in_place=False).generate(requests) == batched
     assert (TransformersGenerator(loaded, batch_size=5, in_place=False).generate(requests, sample=True, seed=4)
             == TransformersGenerator(loaded, batch_size=5).generate(requests, sample=True, seed=4))
+
+
+def test_the_generator_folds_the_adapter_into_the_weights_and_answers_the_same(trained):
+    unfolded = load_trained(trained["model_dir"])
+    folded = load_generator(trained["model_dir"])
+    assert not any("lora" in name for name, _ in folded.loaded.model.named_parameters())
+    requests = generation_requests(trained, unfolded)
+    assert folded.generate(requests) == TransformersGenerator(unfolded).generate(requests)
 
 
 def test_predict_batch_gives_what_predict_gives_one_at_a_time(trained):

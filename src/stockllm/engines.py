@@ -4,7 +4,7 @@ The models are fitted once, in the calling process (:func:`stockllm.evaluate._fi
 market is forecasting every company from every origin, which :func:`stockllm.evaluate.walk_company` does for
 one company as a plain, picklable function. An engine maps it over the companies:
 
-* :class:`LocalEngine` — one company after another, the default; needs nothing beyond the package.
+* :class:`LocalEngine` — groups of companies one after another, the default; needs nothing beyond the package.
 * :class:`RayEngine` — one Ray task per company × model × window (``ray.init(address)``: ``None`` starts a
   local Ray on this machine's cores, ``"auto"`` joins the running cluster, ``ray://host:10001`` a remote one).
   Each fitted model goes to Ray's object store once (``ray.put``) and every task reads it from there. The
@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import pandas as pd
 
 from .errors import StockLLMError
-from .evaluate import CompanyWalk, Period, Window, walk_company, window_name
+from .evaluate import CompanyWalk, Period, Window, walk_companies, walk_company, window_name
 from .forecasters.base import Forecaster
 
 ENGINES = ("local", "ray")
@@ -41,12 +41,18 @@ class Engine(Protocol):
 
 
 class LocalEngine:
-    """Every company in this process, one after another."""
+    """Every company in this process, ``group`` companies at a time (:func:`~stockllm.evaluate.walk_companies`:
+    a batching model gets the origins of the whole group in one call, so its batches are full)."""
+
+    def __init__(self, group: int = 8):
+        self.group = max(1, group)
 
     def walk(self, prices, models, windows, period, say):
-        for number, (code, frame) in enumerate(prices.items(), 1):
-            say(f"  {code} ({number}/{len(prices)})")
-            yield walk_company(code, frame, models, windows, period)
+        codes = list(prices)
+        for first in range(0, len(codes), self.group):
+            chunk = codes[first: first + self.group]
+            say(f"  {' '.join(chunk)} ({first + len(chunk)}/{len(codes)})")
+            yield from walk_companies({code: prices[code] for code in chunk}, models, windows, period)
 
 
 def _walk_one(code: str, frame: pd.DataFrame, name: str, model: Forecaster, window: Window, period: Period) -> CompanyWalk:

@@ -16,9 +16,10 @@ How leakage is prevented (see ``docs/evaluation.md``):
   exchange trading day after the origin; a date without a stored row (a suspension, a gap in the data) is
   not scored, so a missing month is never scored as the next day.
 
-All requests of one company and window go to a model in one :func:`~stockllm.forecasters.base.predict_many`
-call (the LLM generates them in batches). :func:`walk_company` is a plain function of one company's table,
-the fitted models, their windows and the :class:`Period`, so companies can be walked in separate processes.
+All requests of a group of companies and one window go to a model in one
+:func:`~stockllm.forecasters.base.predict_many` call (the LLM generates them in batches).
+:func:`walk_companies` is a plain function of the companies' tables, the fitted models, their windows and the
+:class:`Period`, so groups of companies can be walked in separate processes.
 
 Every forecast is checked: with the model's own verdict when it gives one (``Forecast.info["valid"]`` and
 ``info["problems"]``, computed by the LLM on what it wrote: its dates and its field set), else with
@@ -290,44 +291,72 @@ def _origins(dates: list[str], at: Mapping[str, int], period: Period, window: Wi
 def walk_company(code: str, frame: pd.DataFrame, models: Mapping[str, Forecaster], windows: Mapping[str, Sequence[Window]],
                  period: Period) -> CompanyWalk:
     """Forecast one company from every shared origin of ``period`` with every (fitted) model, for the windows
-    ``windows[model name]`` lists; one :func:`predict_many` call per model and window."""
-    dates = frame["date"].tolist()
-    at = {day: i for i, day in enumerate(dates)}
-    actual = frame[PRICE_FIELDS].to_numpy(float)
-    walked = CompanyWalk([], [], [], {name: 0.0 for name in models})
+    ``windows[model name]`` lists (:func:`walk_companies` of one company)."""
+    return walk_companies({code: frame}, models, windows, period)[0]
+
+
+def walk_companies(frames: Mapping[str, pd.DataFrame], models: Mapping[str, Forecaster], windows: Mapping[str, Sequence[Window]],
+                   period: Period) -> list[CompanyWalk]:
+    """:func:`walk_company` for several companies at once, in ``frames`` order, with one :func:`predict_many` call
+    per model and window for all of them: a batching model (the LLM) then fills its batches with the origins of
+    many companies (a 5-day window every 5th day gives a company about 33 origins, one full batch and a batch
+    of one), and its retries of all those companies run together. Each company's walk is what it would be alone;
+    a call's seconds are shared among the companies by their number of requests."""
+    walks = {code: CompanyWalk([], [], [], {name: 0.0 for name in models}) for code in frames}
     for window in dict.fromkeys(w for name in models for w in windows[name]):
-        wname = window_name(window)
-        if dates[-1] < period.start:
-            walked.skipped.append(Skip(code, wname, f"no stored day on or after {period.start} (data end {dates[-1]})"))
-            continue
-        origins = _origins(dates, at, period, window)
-        if not origins:
-            walked.skipped.append(Skip(code, wname, f"too little history: {len(frame)} traded days, "
-                                                    f"{len(frame) - int(np.searchsorted(dates, period.start))} in the period; window {wname} needs {window[0]} input days before and {window[1]} after an origin"))
-            continue
-        requests = [ForecastRequest(frame.iloc[: o.row + 1], window[1], code, window[0]) for o in origins]
+        jobs = [job for code, frame in frames.items() if (job := _company_job(code, frame, window, period, walks[code])) is not None]
         for name, model in models.items():
-            if window in windows[name]:
+            if window in windows[name] and jobs:
                 began = time.perf_counter()
-                _forecast_origins(walked, (name, wname, code), model, requests, origins, actual)
-                walked.predict_s[name] += time.perf_counter() - began
-    return walked
+                _forecast_origins(model, name, window_name(window), [(walks[job.code], job) for job in jobs])
+                seconds = time.perf_counter() - began
+                total = sum(len(job.requests) for job in jobs)
+                for job in jobs:
+                    walks[job.code].predict_s[name] += seconds * len(job.requests) / total
+    return [walks[code] for code in frames]
 
 
-def _forecast_origins(walked: CompanyWalk, key: tuple[str, str, str], model: Forecaster, requests: list[ForecastRequest],
-                      origins: list[_Origin], actual: np.ndarray) -> None:
-    """Ask ``model`` for every request at once and add the attempts and scored points to ``walked``."""
+@dataclass(frozen=True)
+class _Job:
+    """One company's requests for one window, with their origins and the company's stored prices."""
+
+    code: str
+    requests: list[ForecastRequest]
+    origins: list[_Origin]
+    actual: np.ndarray
+
+
+def _company_job(code: str, frame: pd.DataFrame, window: Window, period: Period, walked: CompanyWalk) -> _Job | None:
+    """The company's requests for ``window``, or None with the reason added to ``walked.skipped``."""
+    dates = frame["date"].tolist()
+    wname = window_name(window)
+    if dates[-1] < period.start:
+        walked.skipped.append(Skip(code, wname, f"no stored day on or after {period.start} (data end {dates[-1]})"))
+        return None
+    origins = _origins(dates, {day: i for i, day in enumerate(dates)}, period, window)
+    if not origins:
+        walked.skipped.append(Skip(code, wname, f"too little history: {len(frame)} traded days, "
+                                                f"{len(frame) - int(np.searchsorted(dates, period.start))} in the period; window {wname} needs {window[0]} input days before and {window[1]} after an origin"))
+        return None
+    requests = [ForecastRequest(frame.iloc[: o.row + 1], window[1], code, window[0]) for o in origins]
+    return _Job(code, requests, origins, frame[PRICE_FIELDS].to_numpy(float))
+
+
+def _forecast_origins(model: Forecaster, name: str, wname: str, jobs: list[tuple[CompanyWalk, _Job]]) -> None:
+    """Ask ``model`` for every request of ``jobs`` at once and add the attempts and scored points to each walk."""
     min_history = getattr(model, "min_history", 1)
-    answers = iter(predict_many(model, [r for r in requests if len(r.history) >= min_history]))
-    for request, origin in zip(requests, origins):
-        day = request.history["date"].iat[-1]
-        if len(request.history) < min_history:
-            status, problem, forecast = "failed", f"needs {min_history} days of history, has {len(request.history)}", None
-        else:
-            status, problem, forecast = _judge(next(answers), request.horizon, actual[origin.row, 3], origin.dates)
-        walked.attempts.append((*key, day, status, problem))
-        if forecast is not None:
-            walked.points.extend(_points((*key, day), forecast, actual[origin.row, 3], origin, actual, status == "valid"))
+    answers = iter(predict_many(model, [r for _, job in jobs for r in job.requests if len(r.history) >= min_history]))
+    for walked, job in jobs:
+        key = (name, wname, job.code)
+        for request, origin in zip(job.requests, job.origins):
+            day = request.history["date"].iat[-1]
+            if len(request.history) < min_history:
+                status, problem, forecast = "failed", f"needs {min_history} days of history, has {len(request.history)}", None
+            else:
+                status, problem, forecast = _judge(next(answers), request.horizon, job.actual[origin.row, 3], origin.dates)
+            walked.attempts.append((*key, day, status, problem))
+            if forecast is not None:
+                walked.points.extend(_points((*key, day), forecast, job.actual[origin.row, 3], origin, job.actual, status == "valid"))
 
 
 POINT_COLUMNS = ["model", "window", "code", "origin", "step", "target_date", "origin_close",

@@ -253,7 +253,12 @@ def load_generator(model_dir: Path | str, backend: str = "auto", *, full_head: b
         return OpenAIGenerator.from_model_dir(model_dir, **options)
     from .generation import TransformersGenerator
 
-    return TransformersGenerator(load_trained(model_dir, backend, full_head=full_head), **options)
+    loaded = load_trained(model_dir, backend, full_head=full_head)
+    if loaded.backend == "transformers" and not (loaded.info.get("load_in_4bit") or loaded.info.get("load_in_8bit")):
+        # the adapter folded into the base weights: a step runs 126 matrix products instead of 378 (each LoRA
+        # layer adds two thin ones), prompts are read about a quarter faster on a CPU; same numbers up to rounding
+        loaded.model = loaded.model.merge_and_unload()
+    return TransformersGenerator(loaded, **options)
 
 
 def settings_dict(lora: LoraSettings) -> dict:
