@@ -12,14 +12,18 @@ model dir:
 * (a) the path before this work, reproduced here: transformers' ``generate`` one forecast at a time with the
   full output layer, the model writing the whole answer (header and dates included) — on ``--one-by-one``
   companies only, it costs minutes each; the rate is per forecast, so it compares with the others;
-* (b) stockllm's batched decoding with the domain head and the supplied header and dates (``TransformersGenerator``);
+* (b) stockllm's batched decoding (``TransformersGenerator`` from ``load_generator``): the domain head, the supplied
+  header and dates, the adapter folded into the weights, the in-place KV cache and grouped attention
+  (:mod:`stockllm.llm.decoding`);
+* (b0) the same batches as the previous version of (b) decoded them: the adapter applied at run time, transformers'
+  ``DynamicCache`` and the model's own attention — what this version's changes to (b) gained;
 * (c) llama.cpp (``--backend llama.cpp``) on the same requests, when llama-cpp-python is installed.
 
 It also reports how often (a)'s greedy tokens fall outside the domain head's token set (the tokens the
 restricted head cannot write), and how often (c) gives (b)'s exact answer. Forecasts/s is the measure a user
 feels; tokens/s is printed too, since (a) writes longer answers than (b) (the header and dates).
 
-    .venv/bin/python bench/bench_llm_speed.py --model-dir outputs/llm/model     # about 15 minutes on 2 cores
+    .venv/bin/python bench/bench_llm_speed.py --model-dir outputs/llm/model     # 15 to 40 minutes on 2 cores
     .venv/bin/python bench/bench_llm_speed.py                                   # training only, about 5 minutes
 """
 
@@ -125,10 +129,10 @@ def main() -> None:
         codes = [c.code for c in default_universe()]
         everything = requests(data_dir, codes)
         info_dir = Path(args.model_dir)
-        from stockllm.llm.backends import read_training_info
+        from stockllm.llm.backends import load_trained, read_training_info
 
         info = read_training_info(info_dir)
-        full = LLMForecaster(TransformersGenerator(load_generator(info_dir, full_head=True).loaded, batch_size=1), info, attempts=1)
+        full = LLMForecaster(TransformersGenerator(load_trained(info_dir, full_head=True), batch_size=1), info, attempts=1)
         rate_a, answers_a = before_rate(full, everything[: args.one_by_one])
         domain = set(load_domain(info_dir) or [])
         tokenizer = full.generator.tokenizer
@@ -146,6 +150,10 @@ def main() -> None:
         rate_b, answers_b = forecast_rate(batched, everything)
         print(f"  (b) batched, domain head (41)            {rate_b:7.3f} forecasts/s  {token_rate(rate_b, answers_b):7.1f} tokens/s "
               f"= {rate_b / rate_a:5.1f}x (a) in forecasts/s, {token_rate(rate_b, answers_b) / token_rate(rate_a, answers_a):5.1f}x in tokens/s")
+        before = LLMForecaster(TransformersGenerator(load_trained(info_dir), in_place=False), info, attempts=1)
+        rate_b0, answers_b0 = forecast_rate(before, everything)
+        print(f"  (b0) as (b), adapter at run time, transformers' cache (41)  {rate_b0:7.3f} forecasts/s: (b) is {rate_b / rate_b0:4.2f}x; "
+              f"same answer as (b): {sum(x == y for x, y in zip(answers_b, answers_b0))}/{len(answers_b)}")
         try:
             llama = LLMForecaster(load_generator(info_dir, "llama.cpp"), info, attempts=1)
         except Exception as exc:  # noqa: BLE001 - the bench reports why the third backend is missing
