@@ -40,8 +40,9 @@ def main() -> None:
     both = a.merge(b, on=KEY, suffixes=("_a", "_b"))
     if both.empty:
         sys.exit("error: the two reports share no forecast point (same window, company, origin and step)")
-    forecasts = both.groupby(["window", "code", "origin"])
-    same = forecasts.apply(lambda f: all((f[f"{c}_a"] == f[f"{c}_b"]).all() for c in PRICES)).sum()
+    equal = pd.concat([both[f"{c}_a"] == both[f"{c}_b"] for c in PRICES], axis=1).all(axis=1)
+    forecasts = equal.groupby([both["window"], both["code"], both["origin"]])
+    same = int(forecasts.all().sum())
     walk = (both["origin_close_a"] - both["close_a"]).abs().mean()
     print(f"{len(both)} points of {forecasts.ngroups} forecasts in both reports; identical forecasts: {same} of {forecasts.ngroups} "
           f"({same / forecasts.ngroups:.1%})")
