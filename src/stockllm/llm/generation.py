@@ -141,7 +141,7 @@ class TransformersGenerator:
     (:mod:`stockllm.llm.domain_head`) a step scores a few dozen answer tokens instead of the whole vocabulary
     (262,144 rows for Gemma), so choosing, forcing and sampling a token cost next to nothing beside the model.
     A row's answer depends on its prompt alone (greedy) or on its prompt and seed (sampled), never on the rows
-    batched with it. Steps run with :mod:`stockllm.llm.decoding`'s in-place cache and grouped attention;
+    batched with it. On a CPU, steps run with :mod:`stockllm.llm.decoding`'s in-place cache and grouped attention;
     ``in_place=False`` uses transformers' ``DynamicCache`` and the model's own attention instead (the reference
     they are tested and benchmarked against).
     """
@@ -177,8 +177,6 @@ class TransformersGenerator:
     def _batch(self, batch: list[GenerationRequest], sample: bool, seed: int, samples: int) -> list[list[str]]:
         import torch
 
-        from transformers import DynamicCache
-
         from .decoding import in_place_decoding
 
         model, tokenizer = self.loaded.model, self.tokenizer
@@ -192,7 +190,9 @@ class TransformersGenerator:
         ids = torch.tensor([[pad] * (width - len(r.prompt_ids)) + r.prompt_ids for r in rows], device=device)
         mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in rows], device=device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        steps = in_place_decoding(model) if self.in_place else nullcontext(DynamicCache(config=model.config))
+        # on a GPU the model's own attention kernels (sdpa, flash, unsloth's) are the fast path
+        in_place = self.in_place and device.type == "cpu"
+        steps = in_place_decoding(model) if in_place else nullcontext(None)  # None: the model makes its DynamicCache
         with torch.inference_mode(), steps as cache:
             out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
                         logits_to_keep=1)
@@ -211,7 +211,8 @@ class TransformersGenerator:
                 feed = torch.tensor([[pad if token is None or token in self.stop_ids else token] for token in chosen], device=device)
                 mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
                 positions = positions[:, -1:] + 1
-                out = model(input_ids=feed, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
+                out = model(input_ids=feed, attention_mask=mask, position_ids=positions, past_key_values=out.past_key_values,
+                            use_cache=True)
         texts = [cut_after_lines(tokenizer.decode(tokens, skip_special_tokens=True), request.lines)
                  for tokens, request in zip(written, rows)]
         return [texts[i * samples: (i + 1) * samples] for i in range(len(batch))]
