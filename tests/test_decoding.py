@@ -73,6 +73,9 @@ def test_in_place_decoding_gives_the_logits_of_transformers_cache_and_attention(
     with in_place_decoding(tiny_gemma) as cache:
         got = decode(tiny_gemma, ids, mask, steps, cache, tokens)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    window = tiny_gemma.config.sliding_window
+    sliding = [layer for layer in cache.layers if layer.is_sliding]
+    assert sliding and all(layer.room.size == window + MIN_ROOM for layer in sliding)  # a window, not the whole past
 
 
 def test_the_model_gets_its_own_attention_back_after_the_block(tiny_gemma):

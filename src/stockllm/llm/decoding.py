@@ -8,8 +8,9 @@ cache per layer and step. Both copies grow with the cached length, so a step at 
 step at 100.
 
 * :class:`InPlaceCache` is a ``DynamicCache`` whose layers write new keys and values into preallocated room
-  and return views of it: no copy of the past per step (the room doubles when full, so the copies are
-  amortised; a sliding-window layer moves its last window to the front instead of growing).
+  and return views of it: no copy of the past per step (a full room grows by half, so the copies are
+  amortised; a sliding-window layer keeps its last window plus ``MIN_ROOM`` positions and moves that window
+  to the front when full, so a long prompt costs it no more memory than ``DynamicCache``).
 * :func:`grouped_attention` is eager attention computed per key/value head: the query heads that share a key
   head are stacked into one matrix, so the keys and values are read, never repeated.
 
@@ -59,34 +60,41 @@ ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION, eager_mask)
 
 
 class _Room:
-    """Preallocated key/value storage of one layer: ``start`` is the absolute position of slot 0."""
+    """Preallocated key/value storage of one layer for ``size`` positions; ``start`` is the absolute position of
+    slot 0, and the layer holds positions [start, end)."""
 
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor):
-        batch, heads, length, dim = keys.shape
-        size = length + max(MIN_ROOM, length)
-        self.keys = keys.new_empty(batch, heads, size, dim)
-        self.values = values.new_empty(batch, heads, size, dim)
-        self.start, self.end = 0, 0  # absolute positions held: [start, end)
+    def __init__(self, like: torch.Tensor, size: int):
+        self.keys = like.new_empty(*like.shape[:2], size, like.shape[-1])
+        self.values = torch.empty_like(self.keys)
+        self.start, self.end = 0, 0
+
+    @property
+    def size(self) -> int:
+        return self.keys.shape[-2]
 
     def write(self, keys: torch.Tensor, values: torch.Tensor, keep_from: int) -> None:
-        """Append ``keys``/``values``; positions before ``keep_from`` may be dropped to make room."""
+        """Append ``keys``/``values``; positions before ``keep_from`` are dropped when the room is full (a full
+        room that may drop nothing grows by half)."""
         count = keys.shape[-2]
-        used = self.end - self.start
-        if used + count > self.keys.shape[-2]:
+        if self.end - self.start + count > self.size:
             keep_from = max(keep_from, self.start)
-            kept = self.end - keep_from
-            size = max(self.keys.shape[-2], 2 * (kept + count)) if keep_from == self.start else self.keys.shape[-2]
-            size = max(size, kept + count + MIN_ROOM)
-            moved_keys = self.keys.new_empty(*self.keys.shape[:2], size, self.keys.shape[-1])
-            moved_values = self.values.new_empty(*moved_keys.shape)
-            offset = keep_from - self.start
-            moved_keys[:, :, :kept] = self.keys[:, :, offset:offset + kept]
-            moved_values[:, :, :kept] = self.values[:, :, offset:offset + kept]
-            self.keys, self.values, self.start = moved_keys, moved_values, keep_from
+            kept_keys, kept_values = self.view(keep_from)
+            size = self.size if keep_from > self.start else self.size * 3 // 2
+            self.reset(kept_keys, kept_values, keep_from, max(size, kept_keys.shape[-2] + count + MIN_ROOM))
         slot = self.end - self.start
         self.keys[:, :, slot:slot + count] = keys
         self.values[:, :, slot:slot + count] = values
         self.end += count
+
+    def reset(self, keys: torch.Tensor, values: torch.Tensor, start: int, size: int | None = None) -> None:
+        """Hold exactly ``keys``/``values`` as positions [start, start + n), in a new room of ``size`` if given."""
+        count = keys.shape[-2]
+        if size is not None or count + MIN_ROOM > self.size:
+            fresh = _Room(keys, size or count + MIN_ROOM)
+            self.keys, self.values = fresh.keys, fresh.values
+        self.keys[:, :, :count] = keys
+        self.values[:, :, :count] = values
+        self.start, self.end = start, start + count
 
     def view(self, first: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of the absolute positions [first, end)."""
@@ -95,13 +103,14 @@ class _Room:
 
 
 class _InPlaceLayer(DynamicLayer):
-    """A full-attention layer: every position kept, written in place."""
+    """A full-attention layer: every position kept, written in place (room for half the prompt again at first)."""
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
                ) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-            self.room = _Room(key_states, value_states)
+            length = key_states.shape[-2]
+            self.room = _Room(key_states, length + max(MIN_ROOM, length // 2))
         self.room.write(key_states, value_states, keep_from=0)
         self.keys, self.values = self.room.view(0)
         return self.keys, self.values
@@ -109,17 +118,24 @@ class _InPlaceLayer(DynamicLayer):
 
 class _InPlaceSlidingLayer(DynamicSlidingWindowLayer):
     """A sliding-window layer: returns what ``DynamicSlidingWindowLayer`` returns (the last ``window - 1``
-    cached positions and the new ones), drops older positions only when its room is full."""
+    cached positions and the new ones) and keeps at most ``window + MIN_ROOM`` positions: a prompt is
+    attended whole but only its last ``window - 1`` positions are kept; a step is written in place."""
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
                ) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-            self.room = _Room(key_states, value_states)
+            self.room = _Room(key_states, self.sliding_window + MIN_ROOM)
         first = max(self.cumulative_length - self.sliding_window + 1, 0)
-        self.room.write(key_states, value_states, keep_from=first)
+        if key_states.shape[-2] == 1:
+            self.room.write(key_states, value_states, keep_from=first)
+            keys, values = self.room.view(first)
+        else:
+            past_keys, past_values = self.room.view(first)
+            keys, values = torch.cat([past_keys, key_states], dim=-2), torch.cat([past_values, value_states], dim=-2)
+            kept = min(keys.shape[-2], self.sliding_window - 1)
+            self.room.reset(keys[:, :, -kept:], values[:, :, -kept:], first + keys.shape[-2] - kept)
         self.cumulative_length += key_states.shape[-2]
-        keys, values = self.room.view(first)
         self.keys, self.values = keys[:, :, -(self.sliding_window - 1):], values[:, :, -(self.sliding_window - 1):]
         return keys, values
 
