@@ -1,8 +1,9 @@
 """Where the walk-forward's forecasts run: in this process (``local``) or as Ray tasks (``ray``).
 
 The models are fitted once, in the calling process (:func:`stockllm.evaluate._fit_all`); what grows with the
-market is forecasting every company from every origin, which :func:`stockllm.evaluate.walk_company` does for
-one company as a plain, picklable function. An engine maps it over the companies:
+market is forecasting every company from every origin, which :func:`stockllm.evaluate.walk_companies` does for
+a group of companies (:func:`~stockllm.evaluate.walk_company` for one) as a plain, picklable function. An engine
+maps it over the companies:
 
 * :class:`LocalEngine` — groups of companies one after another, the default; needs nothing beyond the package.
 * :class:`RayEngine` — one Ray task per company × model × window (``ray.init(address)``: ``None`` starts a
@@ -34,7 +35,7 @@ ENGINES = ("local", "ray")
 
 
 class Engine(Protocol):
-    """Maps :func:`~stockllm.evaluate.walk_company` over the companies, yielding their walks in ``prices`` order."""
+    """Walks every company (:func:`~stockllm.evaluate.walk_companies`), yielding their walks in ``prices`` order."""
 
     def walk(self, prices: Mapping[str, pd.DataFrame], models: Mapping[str, Forecaster], windows: Mapping[str, Sequence[Window]],
              period: Period, say: Callable[[str], None]) -> Iterator[CompanyWalk]: ...
