@@ -13,8 +13,12 @@ model dir:
   full output layer, the model writing the whole answer (header and dates included) — on ``--one-by-one``
   companies only, it costs minutes each; the rate is per forecast, so it compares with the others;
 * (b) stockllm's batched decoding (``TransformersGenerator`` from ``load_generator``): the domain head, the supplied
-  header and dates, the adapter folded into the weights;
-* (b0) the same batches with the adapter applied at run time, as the previous version of (b) decoded them;
+  header and dates, the adapter folded into the weights, the in-place KV cache and grouped attention
+  (:mod:`stockllm.llm.decoding`);
+* (b0) the same batches as the previous version of (b) decoded them: the adapter applied at run time, transformers'
+  ``DynamicCache`` and the model's own attention — what this version's changes to (b) gained;
+* (b16) as (b) with the weights in bf16 (``precision="bfloat16"``), on CPUs that multiply bf16 natively
+  (AVX512-BF16, AMX): faster, but it rounds differently, so some greedy answers differ from (b)'s;
 * (c) llama.cpp (``--backend llama.cpp``) on the same requests, when llama-cpp-python is installed.
 
 It also reports how often (a)'s greedy tokens fall outside the domain head's token set (the tokens the
@@ -105,7 +109,7 @@ def main() -> None:
     parser.add_argument("--skip-training", action="store_true", help="only the forecasting comparison")
     args = parser.parse_args()
 
-    from stockllm.llm.backends import load_generator
+    from stockllm.llm.backends import cpu_has_native_bf16, load_generator
     from stockllm.llm.domain_head import load_domain
     from stockllm.llm.forecaster import LLMForecaster
     from stockllm.llm.generation import TransformersGenerator
@@ -148,10 +152,18 @@ def main() -> None:
         rate_b, answers_b = forecast_rate(batched, everything)
         print(f"  (b) batched, domain head (41)            {rate_b:7.3f} forecasts/s  {token_rate(rate_b, answers_b):7.1f} tokens/s "
               f"= {rate_b / rate_a:5.1f}x (a) in forecasts/s, {token_rate(rate_b, answers_b) / token_rate(rate_a, answers_a):5.1f}x in tokens/s")
-        before = LLMForecaster(TransformersGenerator(load_trained(info_dir)), info, attempts=1)
+        before = LLMForecaster(TransformersGenerator(load_trained(info_dir), in_place=False), info, attempts=1)
         rate_b0, answers_b0 = forecast_rate(before, everything)
-        print(f"  (b0) as (b), adapter at run time (41)    {rate_b0:7.3f} forecasts/s: (b) is {rate_b / rate_b0:4.2f}x; "
+        print(f"  (b0) as (b), adapter at run time, transformers' cache (41)  {rate_b0:7.3f} forecasts/s: (b) is {rate_b / rate_b0:4.2f}x; "
               f"same answer as (b): {sum(x == y for x, y in zip(answers_b, answers_b0))}/{len(answers_b)}")
+        if cpu_has_native_bf16():
+            bf16 = LLMForecaster(load_generator(info_dir, precision="bfloat16"), info, attempts=1)
+            rate_16, answers_16 = forecast_rate(bf16, everything)
+            print(f"  (b16) as (b), weights in bf16 (41)       {rate_16:7.3f} forecasts/s  {token_rate(rate_16, answers_16):7.1f} tokens/s "
+                  f"= {rate_16 / rate_a:5.1f}x (a) in forecasts/s; same answer as (b): "
+                  f"{sum(x == y for x, y in zip(answers_b, answers_16))}/{len(answers_b)}")
+        else:
+            print("  (b16) bf16 weights: not run (this CPU has no native bf16)")
         try:
             llama = LLMForecaster(load_generator(info_dir, "llama.cpp"), info, attempts=1)
         except Exception as exc:  # noqa: BLE001 - the bench reports why the third backend is missing

@@ -132,12 +132,16 @@ def generation_requests(trained, loaded) -> list:
     return requests
 
 
-def test_batched_greedy_answers_equal_one_by_one_answers(trained):
+def test_batched_answers_equal_one_by_one_answers_and_transformers_own_decoding(trained):
     loaded = load_trained(trained["model_dir"])
     requests = generation_requests(trained, loaded)
     batched = TransformersGenerator(loaded, batch_size=5).generate(requests)
     one_by_one = [TransformersGenerator(loaded, batch_size=1).generate([r])[0] for r in requests]
     assert batched == one_by_one
+    # the in-place cache and grouped attention write what transformers' own cache and attention write
+    assert TransformersGenerator(loaded, batch_size=5, in_place=False).generate(requests) == batched
+    assert (TransformersGenerator(loaded, batch_size=5, in_place=False).generate(requests, sample=True, seed=4)
+            == TransformersGenerator(loaded, batch_size=5).generate(requests, sample=True, seed=4))
 
 
 def test_the_generator_folds_the_adapter_into_the_weights_and_answers_the_same(trained):
@@ -146,6 +150,22 @@ def test_the_generator_folds_the_adapter_into_the_weights_and_answers_the_same(t
     assert not any("lora" in name for name, _ in folded.loaded.model.named_parameters())
     requests = generation_requests(trained, unfolded)
     assert folded.generate(requests) == TransformersGenerator(unfolded).generate(requests)
+
+
+def test_bfloat16_forecasting_casts_the_weights_but_not_the_rotary_frequencies_and_still_answers(trained):
+    generator = load_generator(trained["model_dir"], precision="bfloat16")
+    model = generator.loaded.model
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert model.get_output_embeddings().rows.dtype == torch.bfloat16
+    assert all(b.dtype == torch.float32 for name, b in model.named_buffers() if "inv_freq" in name)
+    answers = generator.generate(generation_requests(trained, generator.loaded))
+    assert all(text[0] for text in answers)
+    assert {p.dtype for p in load_generator(trained["model_dir"], precision="float32").loaded.model.parameters()} == {torch.float32}
+
+
+def test_an_unknown_precision_is_one_clear_error(trained):
+    with pytest.raises(StockLLMError, match="unknown precision 'fp8'; choose one of auto, float32, bfloat16"):
+        load_generator(trained["model_dir"], precision="fp8")
 
 
 def test_predict_batch_gives_what_predict_gives_one_at_a_time(trained):

@@ -235,14 +235,52 @@ def load_trained(model_dir: Path | str, backend: str = "auto", *, full_head: boo
 
 
 GENERATION_BACKENDS = ("auto", "transformers", "unsloth", "llama.cpp", "openai")
+PRECISIONS = ("auto", "float32", "bfloat16")
 
 
-def load_generator(model_dir: Path | str, backend: str = "auto", *, full_head: bool = False, **options: Any):
+def cpu_has_native_bf16() -> bool:
+    """Whether the CPU multiplies bf16 in hardware (AVX512-BF16 or AMX). Without it, bf16 matmuls are emulated:
+    measured 7.5× slower than fp32 on an AVX2-only AMD EPYC."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def inference_dtype(precision: str) -> Any:
+    """The torch dtype the transformers backend forecasts in, or None to keep the model as loaded (``auto``: fp32
+    on a CPU, bf16/fp16 on a GPU). ``bfloat16`` on a CPU with native bf16 (AVX512-BF16, AMX) reads prompts about
+    1.8× faster, but rounds differently from fp32, so greedy answers differ in a share of forecasts (docs/llm.md);
+    without native bf16 it is emulated and slow."""
+    import torch
+
+    if precision not in PRECISIONS:
+        raise StockLLMError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    return {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16}[precision]
+
+
+def cast_weights(model: Any, dtype: Any) -> None:
+    """Parameters and the domain head's rows to ``dtype``; buffers such as the rotary frequencies stay fp32
+    (``model.to(bf16)`` would round them, and positions past a few hundred would rotate wrongly)."""
+    from .domain_head import DomainLogits
+
+    for param in model.parameters():
+        param.data = param.data.to(dtype)
+    head = model.get_output_embeddings()
+    if isinstance(head, DomainLogits):
+        head.rows = head.rows.to(dtype)
+
+
+def load_generator(model_dir: Path | str, backend: str = "auto", *, full_head: bool = False, precision: str = "auto",
+                   **options: Any):
     """The :class:`~stockllm.llm.generation.Generator` of a trained model dir on the chosen backend:
     ``auto``/``transformers``/``unsloth`` (the model in this process), ``llama.cpp`` (GGUF base + LoRA),
-    ``openai`` (an OpenAI-compatible server holding the adapter)."""
+    ``openai`` (an OpenAI-compatible server holding the adapter). ``precision`` is the transformers backend's
+    number format (:func:`inference_dtype`); the others keep their own."""
     if backend not in GENERATION_BACKENDS:
         raise StockLLMError(f"unknown backend {backend!r}; choose one of {', '.join(GENERATION_BACKENDS)}")
+    dtype = inference_dtype(precision)
     if backend == "llama.cpp":
         from .llamacpp import LlamaCppGenerator
 
@@ -258,6 +296,8 @@ def load_generator(model_dir: Path | str, backend: str = "auto", *, full_head: b
         # the adapter folded into the base weights: a step runs 126 matrix products instead of 378 (each LoRA
         # layer adds two thin ones), prompts are read about a quarter faster on a CPU; same numbers up to rounding
         loaded.model = loaded.model.merge_and_unload()
+        if dtype is not None:
+            cast_weights(loaded.model, dtype)
     return TransformersGenerator(loaded, **options)
 
 

@@ -15,6 +15,7 @@ writing days), and at ``max_new_tokens``. :class:`AnswerCursor` is that bookkeep
 from __future__ import annotations
 
 import zlib
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -140,18 +141,21 @@ class TransformersGenerator:
     (:mod:`stockllm.llm.domain_head`) a step scores a few dozen answer tokens instead of the whole vocabulary
     (262,144 rows for Gemma), so choosing, forcing and sampling a token cost next to nothing beside the model.
     A row's answer depends on its prompt alone (greedy) or on its prompt and seed (sampled), never on the rows
-    batched with it.
+    batched with it. On a CPU, steps run with :mod:`stockllm.llm.decoding`'s in-place cache and grouped attention;
+    ``in_place=False`` uses transformers' ``DynamicCache`` and the model's own attention instead (the reference
+    they are tested and benchmarked against).
     """
 
     name = "transformers"
 
-    def __init__(self, loaded: Any, *, batch_size: int = DEFAULT_BATCH_SIZE):
+    def __init__(self, loaded: Any, *, batch_size: int = DEFAULT_BATCH_SIZE, in_place: bool = True):
         from .chat import stop_token_ids
         from .domain_head import DomainLogits
 
         self.loaded = loaded
         self.tokenizer = loaded.tokenizer
         self.batch_size = max(1, batch_size)
+        self.in_place = in_place
         self.stop_ids = set(stop_token_ids(loaded.tokenizer))
         head = loaded.model.get_output_embeddings()
         # the token id of each logit: the domain's ids, or the whole vocabulary (an older model dir's full head)
@@ -173,6 +177,8 @@ class TransformersGenerator:
     def _batch(self, batch: list[GenerationRequest], sample: bool, seed: int, samples: int) -> list[list[str]]:
         import torch
 
+        from .decoding import in_place_decoding
+
         model, tokenizer = self.loaded.model, self.tokenizer
         device = next(model.parameters()).device
         rows = [r for r in batch for _ in range(samples)]
@@ -184,8 +190,12 @@ class TransformersGenerator:
         ids = torch.tensor([[pad] * (width - len(r.prompt_ids)) + r.prompt_ids for r in rows], device=device)
         mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in rows], device=device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        with torch.inference_mode():
-            out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+        # on a GPU the model's own attention kernels (sdpa, flash, unsloth's) are the fast path
+        in_place = self.in_place and device.type == "cpu"
+        steps = in_place_decoding(model) if in_place else nullcontext(None)  # None: the model makes its DynamicCache
+        with torch.inference_mode(), steps as cache:
+            out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
+                        logits_to_keep=1)
             while True:
                 chosen = self._choose(out.logits[:, -1].float(), cursors, rngs)
                 for row, token in enumerate(chosen):
