@@ -170,3 +170,13 @@ def test_predict_cli_prints_json_and_reports_failures_in_one_line(trained, capsy
 def test_predict_without_a_trained_model_dir_is_a_clear_error(tmp_path):
     with pytest.raises(StockLLMError, match="is not a trained model dir"):
         StockPredictor(tmp_path, tmp_path)
+
+
+def test_predict_cli_takes_a_precision_and_refuses_it_where_the_backend_keeps_its_own(trained, capsys):
+    common = ["predict", "--model-dir", str(trained["model_dir"]), "--data-dir", str(trained["data_dir"]), "--code", "9921",
+              "--past", "2", "--future", "1"]
+    assert cli_main([*common, "--precision", "bfloat16"]) == 2  # it loads and forecasts in bf16; this tiny model answers nonsense
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: the model gave no parseable forecast")
+    assert cli_main([*common, "--precision", "bfloat16", "--backend", "llama.cpp"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: --precision bfloat16 is for the transformers backend; the llama.cpp backend keeps its model's own format")

@@ -532,7 +532,7 @@ def verdicts(scores: dict) -> list[str]:
 
 def run_evaluation(data_dir: Path, companies: list[Company], windows: list[Window], specs: list[str],
                    start: str | None = None, progress: Callable[[str], None] | None = None,
-                   stride: int = 1, backend: str = "auto", engine: "Engine | None" = None) -> tuple[WalkForward, dict]:
+                   stride: int = 1, backend: str = "auto", precision: str = "auto", engine: "Engine | None" = None) -> tuple[WalkForward, dict]:
     """Load prices, build the named models (the random walk is always added; an LLM reads its news context from
     ``data_dir``), walk forward and score."""
     from .forecasters.registry import make_forecaster
@@ -542,6 +542,6 @@ def run_evaluation(data_dir: Path, companies: list[Company], windows: list[Windo
         specs = [BASELINE, *specs]
         say(f"adding {BASELINE}: every relative metric is measured against it")
     prices, skipped = load_prices(Path(data_dir), companies)
-    models = {spec: make_forecaster(spec, data_dir=Path(data_dir), backend=backend) for spec in specs}
+    models = {spec: make_forecaster(spec, data_dir=Path(data_dir), backend=backend, precision=precision) for spec in specs}
     result = walk_forward(prices, models, windows, start=start, progress=say, skipped=skipped, stride=stride, engine=engine)
     return result, score(result)

@@ -191,13 +191,16 @@ def add_dataset_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_backend_arg(parser: argparse.ArgumentParser) -> None:
-    """``--backend``: where a fine-tuned LLM (``llm:DIR``) generates; baselines ignore it."""
-    from ..llm.backends import GENERATION_BACKENDS
+    """``--backend`` and ``--precision``: where and how a fine-tuned LLM (``llm:DIR``) generates; baselines ignore them."""
+    from ..llm.backends import GENERATION_BACKENDS, PRECISIONS
 
     parser.add_argument("--backend", choices=GENERATION_BACKENDS, default="auto",
                         help="where an LLM generates: auto (unsloth on a CUDA GPU, else transformers), transformers, unsloth, "
                              "llama.cpp (GGUF base + LoRA, `pip install .[llamacpp]`), openai (an OpenAI-compatible server: "
                              "STOCKLLM_OPENAI_BASE_URL) (default: auto)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="the transformers backend's number format: auto (fp32 on a CPU, bf16/fp16 on a GPU), float32, or "
+                             "bfloat16 (faster on CPUs with AVX512-BF16/AMX, but some greedy answers differ from fp32's) (default: auto)")
 
 
 def print_json(obj: Any) -> None:

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     companies = select_companies(args.company_list_file, args.codes, args.data_dir)
     engine = make_engine(args.engine, args.address)
     result, scores = run_evaluation(Path(args.data_dir), companies, windows, specs, args.start, progress=info, stride=args.stride,
-                                    backend=args.backend, engine=engine)
+                                    backend=args.backend, precision=args.precision, engine=engine)
     command = "stockllm " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else ""
     paths = write_report(result, scores, Path(args.report), command)
     for line in (paths["report"], paths["metrics"]):

@@ -99,7 +99,8 @@ def run_predict(args: argparse.Namespace) -> int:
     from ..universe import resolve
 
     store.read_prices(args.data_dir, resolve(args.code).code)  # an unknown code is said before the model loads
-    predictor = StockPredictor(args.model_dir, args.data_dir, samples=args.samples, backend=args.backend)
+    predictor = StockPredictor(args.model_dir, args.data_dir, samples=args.samples, backend=args.backend,
+                               precision=args.precision)
     forecast = predictor.inference(args.code, args.past, args.future, predict_context(args.context), as_of=args.as_of)
     meta = forecast.info
     if args.chart:

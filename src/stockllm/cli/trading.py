@@ -167,7 +167,7 @@ def _forecaster(spec: str, args: argparse.Namespace):
         from ..forecasters.registry import make_forecaster
     except ImportError:
         raise StockLLMError("the forecaster registry (stockllm.forecasters.registry) is not installed yet; see issue on evaluation") from None
-    return make_forecaster(spec, data_dir=args.data_dir, backend=args.backend)
+    return make_forecaster(spec, data_dir=args.data_dir, backend=args.backend, precision=args.precision)
 
 
 def _config(args: argparse.Namespace):

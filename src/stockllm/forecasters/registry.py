@@ -62,11 +62,13 @@ BUILDERS: dict[str, Callable[[], Forecaster]] = {
 VALID_SPECS = [*BUILDERS, "llm:DIR"]
 
 
-def make_forecaster(spec: str, *, data_dir: Path | str | None = None, backend: str = "auto") -> Forecaster:
+def make_forecaster(spec: str, *, data_dir: Path | str | None = None, backend: str = "auto",
+                    precision: str = "auto") -> Forecaster:
     """The forecaster named by ``spec``: one of ``VALID_SPECS``; ``llm:DIR`` loads a fine-tuned model dir.
 
     ``data_dir`` is where an LLM trained with a news context reads the news of each forecast day; without it
-    such a model cannot build its prompt. ``backend`` is where an LLM generates (``llm.backends.GENERATION_BACKENDS``).
+    such a model cannot build its prompt. ``backend`` is where an LLM generates (``llm.backends.GENERATION_BACKENDS``),
+    ``precision`` its number format there (``llm.backends.PRECISIONS``).
     """
     name = spec.strip()
     if name.startswith("llm:"):
@@ -76,7 +78,7 @@ def make_forecaster(spec: str, *, data_dir: Path | str | None = None, backend: s
         from ..llm.backends import read_training_info
         from ..llm.forecaster import LLMForecaster
 
-        forecaster = LLMForecaster.from_model_dir(model_dir, data_dir=data_dir, backend=backend)
+        forecaster = LLMForecaster.from_model_dir(model_dir, data_dir=data_dir, backend=backend, precision=precision)
         if getattr(forecaster, "trained_until", None) is None:
             forecaster.trained_until = trained_until(read_training_info(model_dir))
         return forecaster

@@ -281,6 +281,8 @@ def load_generator(model_dir: Path | str, backend: str = "auto", *, full_head: b
     if backend not in GENERATION_BACKENDS:
         raise StockLLMError(f"unknown backend {backend!r}; choose one of {', '.join(GENERATION_BACKENDS)}")
     dtype = inference_dtype(precision)
+    if dtype is not None and backend in ("llama.cpp", "openai"):
+        raise StockLLMError(f"--precision {precision} is for the transformers backend; the {backend} backend keeps its model's own format")
     if backend == "llama.cpp":
         from .llamacpp import LlamaCppGenerator
 

@@ -108,10 +108,11 @@ class LLMForecaster:
         self.progress: Callable[[str], None] | None = None  # told "attempt n/N …" at each round (the app shows it)
 
     @classmethod
-    def from_model_dir(cls, path: Path | str, *, backend: str = "auto", full_head: bool = False, **options: Any) -> "LLMForecaster":
+    def from_model_dir(cls, path: Path | str, *, backend: str = "auto", full_head: bool = False, precision: str = "auto",
+                       **options: Any) -> "LLMForecaster":
         from .backends import read_training_info
 
-        generator = load_generator(path, backend, full_head=full_head)
+        generator = load_generator(path, backend, full_head=full_head, precision=precision)
         return cls(generator, read_training_info(path), **options)
 
     def fit(self, histories: Mapping[str, pd.DataFrame]) -> "LLMForecaster":

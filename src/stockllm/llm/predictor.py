@@ -28,10 +28,11 @@ class StockPredictor:
     """A fine-tuned model dir plus a data dir; loads the model once, forecasts any stored company."""
 
     def __init__(self, model_dir: Path | str, data_dir: Path | str = "data", *, samples: int = 1,
-                 attempts: int = DEFAULT_ATTEMPTS, backend: str = "auto"):
+                 attempts: int = DEFAULT_ATTEMPTS, backend: str = "auto",
+                 precision: str = "auto"):
         self.model_dir = Path(model_dir)
         self.data_dir = Path(data_dir)
-        self.forecaster = LLMForecaster.from_model_dir(self.model_dir, backend=backend, data_dir=self.data_dir,
+        self.forecaster = LLMForecaster.from_model_dir(self.model_dir, backend=backend, precision=precision, data_dir=self.data_dir,
                                                        samples=samples, attempts=attempts)
 
     @property
