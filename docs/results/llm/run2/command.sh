@@ -6,3 +6,6 @@
   --model-dir outputs/llm/model --output-dir outputs/llm/train
 .venv/bin/stockllm evaluate --data-dir data --windows 5:5 --stride 5 --start 2025-11-03 \
   --models llm:outputs/llm/model,random_walk,drift,arima,ets,lstm,cnn,bestfour --report outputs/llm/evaluation_5-5_all
+# 1:1 with the same model, every 5th trading day (a sample of run 1's every-day origins; report in 1-1/)
+.venv/bin/stockllm evaluate --data-dir data --windows 1:1 --stride 5 --start 2025-11-03 \
+  --models llm:outputs/llm/model,random_walk,drift,arima,ets,lstm,cnn,bestfour --report outputs/llm/evaluation_1-1_stride5
