@@ -300,6 +300,10 @@ def load_generator(model_dir: Path | str, backend: str = "auto", *, full_head: b
         loaded.model = loaded.model.merge_and_unload()
         if dtype is not None:
             cast_weights(loaded.model, dtype)
+    elif dtype is not None:
+        how = "with unsloth" if loaded.backend == "unsloth" else "in 4/8-bit"
+        raise StockLLMError(f"--precision {precision} is for a full-precision transformers model; this one is loaded {how}, "
+                            "so drop the flag")
     return TransformersGenerator(loaded, **options)
 
 
