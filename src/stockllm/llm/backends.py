@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import PRECISIONS
 from ..errors import StockLLMError
 from .packaged import is_packaged, packaged_model_dir
 
@@ -235,9 +236,6 @@ def load_trained(model_dir: Path | str, backend: str = "auto", *, full_head: boo
 
 
 GENERATION_BACKENDS = ("auto", "transformers", "unsloth", "llama.cpp", "openai")
-PRECISIONS = ("auto", "float32", "bfloat16")
-
-
 def cpu_has_native_bf16() -> bool:
     """Whether the CPU multiplies bf16 in hardware (AVX512-BF16 or AMX). Without it, bf16 matmuls are emulated:
     measured 7.5× slower than fp32 on an AVX2-only AMD EPYC."""
