@@ -58,12 +58,12 @@ class TrainConfig:
     lr_scheduler_type: str = opt("linear", "learning-rate schedule: linear, cosine, constant, ...")
     output_dir: str = opt("outputs", "checkpoints and TensorBoard logs (runs/ below it)")
     report_to: str = opt("tensorboard", "where to report metrics: tensorboard or none")
-    batching: str = opt("grouped", "how examples form batches: grouped (similar lengths, little padding), packed (padding-free rows), "
+    batching: str = opt("grouped", "how examples form batches: grouped (neighbouring lengths, little padding), packed (padding-free rows), "
                                    "padded (random, padded to the longest)")
     full_head: bool = opt(False, "train and generate with the full-vocabulary output layer instead of the domain head "
                                  "(the tokens of the training answers)")
-    compile: bool = opt(False, "compile the decoder layers with torch.compile: on a 2-core CPU, steps about 18%% faster after a one-time "
-                               "compile of about 75 s (needs a C++ compiler); worth it for runs of 10 minutes and more")
+    compile: bool = opt(False, "compile the decoder layers with torch.compile: on a 2-core CPU, steps 12-18%% faster after a one-time "
+                               "compile of 40-75 s (needs a C++ compiler); worth it for runs of 10 minutes and more")
     eval_examples: int = opt(200, "validation examples (a seeded sample) scored at each of the 4 evaluations during training")
     precision: str = opt("auto", "number format: auto (training: bf16 autocast on GPUs that have it and on CPUs that multiply bf16 "
                                  "natively — AVX512-BF16, AMX —, else fp32; forecasting: fp32 on a CPU), float32, or bfloat16 "
