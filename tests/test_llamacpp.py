@@ -28,8 +28,9 @@ CODE = "9921"
 
 @pytest.fixture(scope="module")
 def trained_dir(tmp_path_factory):
-    """A tiny Llama fine-tuned a few steps at a high learning rate (so the adapter visibly changes the model);
-    its exported base GGUF is cached in the module's scratch folder, not in ~/.cache."""
+    """A tiny Llama fine-tuned a few steps at a high learning rate (so the adapter visibly changes the model), in
+    fp32 so that it is the same model on every CPU; its exported base GGUF is cached in the module's scratch
+    folder, not in ~/.cache."""
     root = tmp_path_factory.mktemp("llamacpp")
     cache = pytest.MonkeyPatch()
     cache.setenv("STOCKLLM_CACHE", str(root / "cache"))
@@ -37,7 +38,7 @@ def trained_dir(tmp_path_factory):
     store.install_snapshot(data_dir, [CODE])
     config = TrainConfig(model_name=str(build_tiny_llm(root / "base")), output_dir=str(root / "out"), model_dir=str(root / "model"),
                          max_steps=6, batch_size=4, gradient_accumulation_steps=1, learning_rate=2e-2, report_to="none",
-                         max_seq_length=1024)
+                         max_seq_length=1024, precision="float32")  # the same weights on every CPU, bf16 or not
     fine_tune(data_dir, [CODE], DatasetSpec(windows=[(2, 1), (5, 5)], max_seq_length=1024), config, eval_limit=2, say=lambda _: None)
     yield root / "model"
     cache.undo()
