@@ -7,3 +7,6 @@
   --model-dir outputs/llm/model3 --output-dir outputs/llm/train3
 .venv/bin/stockllm evaluate --data-dir data --windows 5:5 --stride 5 --start 2025-11-03 \
   --models llm:outputs/llm/model3,random_walk,drift,arima,ets,lstm,cnn,bestfour --report outputs/llm/evaluation3_5-5_all
+# 1:1 with the same model, every 5th trading day (as run 2's next-day row; report in 1-1/)
+.venv/bin/stockllm evaluate --data-dir data --windows 1:1 --stride 5 --start 2025-11-03 \
+  --models llm:outputs/llm/model3,random_walk,drift,arima,ets,lstm,cnn,bestfour --report outputs/llm/evaluation3_1-1_stride5
