@@ -21,12 +21,11 @@ from stockllm.config import TrainConfig
 from stockllm.dataset import DatasetSpec
 from stockllm.errors import StockLLMError
 from stockllm.forecasters.base import ForecastRequest
-from stockllm.llm.backends import load_base, load_generator, load_trained
+from stockllm.llm.backends import LoraSettings, add_lora, load_base, load_generator, load_trained
 from stockllm.llm.chat import IGNORE_INDEX, encode_example, encode_prompt, stop_token_ids
 from stockllm.llm.domain_head import DOMAIN_FILE, DomainHead, DomainLogits, domain_token_ids, load_domain
 from stockllm.llm.forecaster import LLMForecaster
 from stockllm.llm.generation import GenerationRequest, TransformersGenerator
-from stockllm.llm.backends import LoraSettings, add_lora
 from stockllm.llm.training import (LengthGroupedOrder, _right_padded, answer_loss, collate, collate_packed, compile_layers, fine_tune,
                                    parse_duration, train_lora)
 from tiny_llm import build_tiny_llm

@@ -236,6 +236,16 @@ def load_trained(model_dir: Path | str, backend: str = "auto", *, full_head: boo
 
 
 GENERATION_BACKENDS = ("auto", "transformers", "unsloth", "llama.cpp", "openai")
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of :data:`~stockllm.config.PRECISIONS` (training and forecasting take the same
+    names), else one clear error."""
+    if precision not in PRECISIONS:
+        raise StockLLMError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    return precision
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether the CPU multiplies bf16 in hardware (AVX512-BF16 or AMX). Without it, bf16 matmuls are emulated:
     measured 7.5× slower than fp32 on an AVX2-only AMD EPYC."""
@@ -253,9 +263,7 @@ def inference_dtype(precision: str) -> Any:
     without native bf16 it is emulated and slow."""
     import torch
 
-    if precision not in PRECISIONS:
-        raise StockLLMError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    return {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16}[precision]
+    return {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16}[check_precision(precision)]
 
 
 def cast_weights(model: Any, dtype: Any) -> None:

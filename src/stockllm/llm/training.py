@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from .. import store
-from ..config import PRECISIONS
 from ..errors import StockLLMError
-from .backends import TRAINING_INFO, LoadedModel, cpu_has_native_bf16, cuda_available, has_module, trainable_parameters
+from .backends import (TRAINING_INFO, LoadedModel, check_precision, cpu_has_native_bf16, cuda_available, has_module,
+                       trainable_parameters)
 from .chat import IGNORE_INDEX, encode_example, stop_token_ids
 from .domain_head import DomainHead, domain_loss, domain_token_ids, save_domain
 
@@ -122,7 +122,7 @@ class LengthGroupedOrder(torch.utils.data.Sampler):
 
 BATCHING = {
     "padded": collate,  # random batches right-padded to their longest example (the trainer's default)
-    "grouped": collate,  # batches of similar length (length-grouped sampler), so little padding is left
+    "grouped": collate,  # batches of neighbouring lengths (LengthGroupedOrder), so little padding is left
     "packed": collate_packed,  # padding-free rows
 }
 
@@ -179,7 +179,7 @@ def compile_layers(model: Any, say: Callable[[str], None]) -> bool:
     length share one compilation). Fusing the layers' elementwise work (norms, GELU, rotary, LoRA's adds) made a
     CPU training step 3–18% faster (varying between runs), after a one-time compile of 40–75 s (2 cores, Gemma 3 270M; docs/llm.md).
     Inductor writes C++ for a CPU: without a compiler the layers stay as they are, and that is said."""
-    if not cuda_available() and not any(shutil.which(name) for name in (os.environ.get("CXX", "g++"), "g++", "c++", "clang++")):
+    if not cuda_available() and not any(shutil.which(name) for name in (os.environ.get("CXX"), "g++", "c++", "clang++") if name):
         say("--compile needs a C++ compiler on a CPU (apt-get install g++); training without it")
         return False
     for layer in _causal_lm(getattr(model, "module", model)).get_decoder().layers:
@@ -255,9 +255,7 @@ def precision_flags(precision: str = "auto") -> dict[str, bool]:
     """The trainer's ``bf16``/``fp16`` flags for ``--precision``. ``auto``: bf16 autocast where the hardware has it
     (GPUs, x86 CPUs with AVX512-BF16 or AMX: fp32 master weights, bf16 matrix products), fp16 on older GPUs, plain
     fp32 on CPUs that would emulate bf16 (7.5× slower there)."""
-    if precision not in PRECISIONS:
-        raise StockLLMError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-    if precision != "auto":
+    if check_precision(precision) != "auto":
         return {"bf16": precision == "bfloat16", "fp16": False}
     if cuda_available():
         bf16 = torch.cuda.is_bf16_supported()
