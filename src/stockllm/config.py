@@ -63,7 +63,7 @@ class TrainConfig:
     full_head: bool = opt(False, "train and generate with the full-vocabulary output layer instead of the domain head "
                                  "(the tokens of the training answers)")
     compile: bool = opt(False, "compile the decoder layers with torch.compile: on a 2-core CPU, steps 3-18%% faster after a one-time "
-                               "compile of 40-75 s (needs a C++ compiler); worth it for runs of 10 minutes and more")
+                               "compile of 37-75 s (needs a C++ compiler); worth it for runs of 10 minutes and more")
     eval_examples: int = opt(200, "validation examples (a seeded sample) scored at each of the 4 evaluations during training")
     precision: str = opt("auto", "number format: auto (training: bf16 autocast on GPUs that have it and on CPUs that multiply bf16 "
                                  "natively — AVX512-BF16, AMX —, else fp32; forecasting: fp32 on a CPU), float32, or bfloat16 "

@@ -177,7 +177,7 @@ def _right_padded(mask: torch.Tensor) -> bool:
 def compile_layers(model: Any, say: Callable[[str], None]) -> bool:
     """``--compile``: each decoder layer through ``torch.compile`` (inductor, shapes dynamic so that batches of every
     length share one compilation). Fusing the layers' elementwise work (norms, GELU, rotary, LoRA's adds) made a
-    CPU training step 3–18% faster (varying between runs), after a one-time compile of 40–75 s (2 cores, Gemma 3 270M; docs/llm.md).
+    CPU training step 3–18% faster (varying between runs), after a one-time compile of 37–75 s (2 cores, Gemma 3 270M; docs/llm.md).
     Inductor writes C++ for a CPU: without a compiler the layers stay as they are, and that is said."""
     if not cuda_available() and not any(shutil.which(name) for name in (os.environ.get("CXX"), "g++", "c++", "clang++") if name):
         say("--compile needs a C++ compiler on a CPU (apt-get install g++); training without it")
